@@ -48,6 +48,9 @@ class Potential:
     charges: optional ``(params, positions, Context) -> (N,) e`` for models
         that assign charges (reported by the ASE calculator).
     config: the resolved configuration, all defaults filled in.
+    neighbor_images: ``"all"`` (exact, every periodic image within the
+        cutoff) or ``"minimum"`` (each pair once at its minimum image, i-PI's
+        convention for small boxes); see :mod:`jaxpot.neighbors`.
     """
 
     energy: Callable[[Any, jnp.ndarray, Context], jnp.ndarray]
@@ -57,6 +60,7 @@ class Potential:
     translation_invariant: bool = True
     charges: Optional[Callable] = None
     config: dict = field(default_factory=dict)
+    neighbor_images: str = "all"
 
 
 def esum(x):
@@ -116,6 +120,7 @@ def sum_potentials(terms, name: str = "sum") -> Potential:
         energy=energy, init=init, cutoff=max(t.cutoff for t in terms), name=name,
         translation_invariant=all(t.translation_invariant for t in terms),
         charges=charges, config={"kind": "sum", "terms": [t.config for t in terms]},
+        neighbor_images="minimum" if any(t.neighbor_images == "minimum" for t in terms) else "all",
     )
 
 
