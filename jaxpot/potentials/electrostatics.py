@@ -1,0 +1,585 @@
+"""Coulomb electrostatics: plain sums, Ewald and smooth particle-mesh Ewald.
+
+Units: positions and cell in A (cell rows are lattice vectors), charges in e,
+energies in eV, the Ewald splitting parameter ``alpha`` in 1/A, Gaussian
+widths in A. The Coulomb constant is :data:`jaxpot.units.KE` (eV A / e^2).
+
+Everything here is a pure function of (positions, charges, cell, pair list),
+so forces are ``-grad`` in positions and the stress is the strain derivative
+through the cell (see :mod:`jaxpot.potentials.base`); no derivative is written
+by hand.
+
+Methods (:class:`Coulomb`, built by :func:`make_coulomb`):
+
+``"direct"``
+    E = ke sum_{i<j} q_i q_j f_ij(r_ij) over all pairs of a finite cluster, no
+    cutoff, no periodicity (``cell`` ignored). :func:`all_pairs` gives the
+    dense half list; if the pair arguments are ``None`` it is built inside.
+``"cutoff"``
+    Truncated Coulomb over the given pairs with r < rc. ``cutoff_scheme``:
+    ``"plain"`` (f(r) = 1/r, energy jumps at rc), ``"shifted"``
+    (f(r) - f(rc), continuous energy) or ``"reaction_field"`` with a dielectric
+    continuum eps_rf beyond rc (the form OpenMM uses, Tironi et al., JCP 102,
+    5451 (1995)): f(r) + k_rf r^2 - c_rf, k_rf = (eps_rf - 1)/((2 eps_rf + 1) rc^3),
+    c_rf = 1/rc + k_rf rc^2.
+``"ewald"``
+    Ewald summation (e.g. Frenkel & Smit, ch. 12; Allen & Tildesley 6.2):
+        E = E_real + E_recip + E_self + E_background
+        E_real  = ke sum_pairs q_i q_j erfc(alpha r)/r          (r < rc)
+        E_recip = ke/(2V) sum_{k != 0} 4 pi/k^2 exp(-k^2/(4 alpha^2)) |S(k)|^2,
+                  S(k) = sum_i q_i exp(i k.r_i),  k = 2 pi m @ inv(cell)^T
+        E_self  = -ke alpha/sqrt(pi) sum_i q_i^2
+        E_bg    = -ke pi Q^2/(2 V alpha^2)   (Q = sum_i q_i; a uniform
+                  neutralising background, which makes E independent of alpha
+                  for a charged cell; Hub et al., JCTC 10, 381 (2014))
+    The reciprocal sum runs over the half space of integer m (S(-k) = S(k)*)
+    with a dense (sites x k-vectors) phase matrix.
+``"pme"``
+    Smooth particle-mesh Ewald (Essmann et al., JCP 103, 8577 (1995)): the
+    same E_real, E_self, E_bg, and E_recip from charges spread on a K1xK2xK3
+    grid with cardinal B-splines M_n of order n (Essmann eq. 4.1, 4.4):
+        Q(k) = sum_i q_i prod_a M_n(u_ia - k_a),  u_i = K * (r_i @ inv(cell))
+        E_recip = ke/(2 pi V) sum_{m != 0} exp(-pi^2 m^2/alpha^2)/m^2 B(m) |F[Q](m)|^2
+        B(m) = prod_a |b_a(m_a)|^2,  |b(m)|^2 = 1/|sum_{k=0}^{n-2} M_n(k+1) exp(2 pi i m k/K)|^2
+    (Essmann eq. 4.7-4.8), m = m_a b*_a with b*_a the reciprocal vectors
+    (rows of inv(cell)^T, no 2 pi). For odd n, |b(K/2)|^-2 vanishes; as in
+    GROMACS it is replaced by the mean of its neighbours. Triclinic cells work
+    unchanged because everything is written in fractional coordinates.
+
+Parameters from a target accuracy delta, as OpenMM chooses them (NonbondedForce
+documentation; ``NonbondedForceImpl::calcEwaldParameters``):
+    alpha = sqrt(-ln(2 delta)) / rc
+    Ewald: kmax_a = smallest integer with
+           0.05 sqrt(L_a alpha) kmax exp(-(pi kmax/(L_a alpha))^2) < delta,
+           L_a = |a_a| (a k-vector with |m_a| > kmax_a has |k| > 2 pi kmax_a/L_a);
+           the sum keeps m with |m_a| <= kmax_a and |k| <= min_a 2 pi kmax_a/L_a
+           (a sphere, which holds every dropped term below the estimate).
+    PME:   K_a = ceil(2 alpha L_a / (3 delta^(1/5))), rounded up to a product of
+           2, 3, 5 and 7 (fast FFT sizes) and at least the spline order.
+See :func:`ewald_parameters` and :func:`pme_grid`.
+
+Exclusions (``excl_i, excl_j, excl_dr, excl_scale``): pairs the force field
+removes from the real-space list (intramolecular pairs, 1-2/1-3/1-4). For each
+one the energy gets ``excl_scale * ke q_i q_j f_ij(r)`` (0 = fully excluded,
+0.8333 = AMBER 1-4) and, for Ewald/PME, loses what the reciprocal sum counted
+for it, ke q_i q_j erf(alpha r)/r (safe at r -> 0, where it tends to
+2 alpha/sqrt(pi)). For ``"cutoff"`` the scaled term is plain Coulomb (no
+truncation, shift or reaction field), as for OpenMM exceptions.
+
+Gaussian charges (``widths`` w_i, A): site i carries the density
+rho_i(r) = q_i (pi w_i^2)^(-3/2) exp(-r^2/w_i^2), so a pair interacts with
+f_ij(r) = erf(r/gamma_ij)/r, gamma_ij = sqrt(w_i^2 + w_j^2); w = 0 is a point
+charge exactly. Implemented for all methods; for Ewald/PME the real-space
+kernel becomes [erf(r/gamma) - erf(alpha r)]/r = [erfc(alpha r) - erfc(r/gamma)]/r
+(short ranged as long as gamma << rc) and the reciprocal sum and the self term
+-ke alpha/sqrt(pi) q_i^2 are unchanged, because the Gaussian self-interaction
+is not part of the pair energy. That self-energy, ke q_i^2/(sqrt(2 pi) w_i),
+is available separately as :func:`gaussian_self_energy` (charge-equilibration
+hardness models add it themselves).
+
+Non-neutral cells (Ewald/PME): ``neutral="background"`` (default) adds E_bg
+above; ``neutral="reject"`` raises :class:`~jaxpot.system.InputError` when the
+charges are concrete, and returns NaN under ``jit`` (where no exception can be
+raised) if |sum q| > 1e-5 sum |q| + 1e-8 e.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import erf, erfc
+
+from ..system import InputError
+from ..units import KE
+from .base import Potential, esum, pairs, safe_norm
+
+METHODS = ("direct", "cutoff", "ewald", "pme")
+CUTOFF_SCHEMES = ("plain", "shifted", "reaction_field")
+NEUTRAL_MODES = ("background", "reject")
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+# --------------------------------------------------------------------------
+# Pair kernels (A^-1), all safe at r -> 0 with finite gradients
+# --------------------------------------------------------------------------
+
+def erf_over_r(r, a):
+    """erf(a r)/r, 1/A, for r >= 0 A and a >= 0 1/A; tends to 2a/sqrt(pi) at r = 0.
+
+    Below x = a r = 0.1 the Taylor series erf(x)/x = 2/sqrt(pi) (1 - x^2/3 +
+    x^4/10 - x^6/42 + x^8/216) is used (truncation ~x^10/1320 < 1e-12), so the
+    value and its gradient stay finite at r = 0 in float32 and float64."""
+    x = a * r
+    small = x < 0.1
+    x2 = x * x
+    series = a * _TWO_OVER_SQRT_PI * (1.0 - x2 / 3.0 + x2 * x2 / 10.0
+                                      - x2 * x2 * x2 / 42.0 + x2 * x2 * x2 * x2 / 216.0)
+    general = erf(jnp.where(small, 1.0, x)) / jnp.where(small, 1.0, r)
+    return jnp.where(small, series, general)
+
+
+def _inv(r):
+    """1/r with a gradient-safe guard (r = 0 gives inf, as physics says)."""
+    return 1.0 / r
+
+
+def gaussian_kernel(r, gamma):
+    """erf(r/gamma)/r, 1/A: Coulomb kernel between Gaussian charges with
+    combined width gamma = sqrt(w_i^2 + w_j^2) A; gamma = 0 gives 1/r exactly."""
+    pos = gamma > 0
+    a = 1.0 / jnp.where(pos, gamma, 1.0)
+    rs = jnp.where(pos, 1.0, r)
+    return jnp.where(pos, erf_over_r(r, a), _inv(rs))
+
+
+def ewald_real_kernel(r, alpha, gamma=None):
+    """Real-space Ewald kernel, 1/A: erfc(alpha r)/r for point charges; for
+    Gaussian charges [erf(r/gamma) - erf(alpha r)]/r (finite at r = 0,
+    2 (1/gamma - alpha)/sqrt(pi))."""
+    point = erfc(alpha * r) / r
+    if gamma is None:
+        return point
+    pos = gamma > 0
+    a = 1.0 / jnp.where(pos, gamma, 1.0)
+    # near r = 0 both erf/r terms are finite and do not cancel badly; further
+    # out the erfc difference avoids cancelling two ~1/r numbers.
+    near = a * r < 1.0
+    rs = jnp.where(near, 1.0, r)
+    gauss = jnp.where(near, erf_over_r(r, a) - erf_over_r(r, alpha),
+                      (erfc(alpha * r) - erfc(a * r)) / rs)
+    rp = jnp.where(pos, 1.0, r)
+    return jnp.where(pos, gauss, erfc(alpha * rp) / rp)
+
+
+def _gamma(widths, i, j):
+    if widths is None:
+        return None
+    return jnp.sqrt(widths[i] ** 2 + widths[j] ** 2)
+
+
+def gaussian_self_energy(charges, widths):
+    """Self-energy of Gaussian charges, eV: sum_i ke q_i^2 / (sqrt(2 pi) w_i)
+    (charges e, widths A > 0). Not included in :meth:`Coulomb.energy`."""
+    return esum(KE * charges ** 2 / (math.sqrt(2.0 * math.pi) * widths))
+
+
+def all_pairs(n: int):
+    """Static (i, j) int32 arrays of the dense half list i < j of n sites."""
+    if int(n) < 0:
+        raise InputError(f"number of sites must be non-negative, got {n}")
+    i, j = np.triu_indices(int(n), k=1)
+    return i.astype(np.int32), j.astype(np.int32)
+
+
+# --------------------------------------------------------------------------
+# Parameter choice (OpenMM's recipes)
+# --------------------------------------------------------------------------
+
+def _check_cell(cell):
+    cell = np.asarray(cell, dtype=np.float64)
+    if cell.shape != (3, 3):
+        raise InputError(f"cell must be a (3, 3) array of lattice vectors (rows), got shape {cell.shape}")
+    if not np.all(np.isfinite(cell)) or abs(np.linalg.det(cell)) < 1e-6:
+        raise InputError("cell is degenerate (zero volume) or not finite; Ewald/PME need a periodic cell")
+    return cell
+
+
+def _check_accuracy(accuracy):
+    if not (0.0 < float(accuracy) < 0.5):
+        raise InputError(f"accuracy must be in (0, 0.5), got {accuracy}")
+
+
+def ewald_alpha(cutoff: float, accuracy: float) -> float:
+    """alpha = sqrt(-ln(2 delta))/rc, 1/A (OpenMM), rc in A."""
+    _check_accuracy(accuracy)
+    if not cutoff > 0:
+        raise InputError(f"cutoff must be positive, got {cutoff}")
+    return math.sqrt(-math.log(2.0 * accuracy)) / float(cutoff)
+
+
+def _ewald_kmax(length, alpha, accuracy):
+    def err(k):
+        t = k * math.pi / (length * alpha)
+        return 0.05 * math.sqrt(length * alpha) * k * math.exp(-t * t)
+    k = 1
+    while err(k) > accuracy:
+        k += 1
+    return k
+
+
+def ewald_parameters(cell, cutoff: float, accuracy: float = 1e-5, alpha: Optional[float] = None):
+    """Ewald parameters for a cell (A), real-space cutoff (A) and accuracy.
+
+    Returns ``(alpha 1/A, kmax (3,) ints)``; see the module docstring."""
+    cell = _check_cell(cell)
+    a = ewald_alpha(cutoff, accuracy) if alpha is None else float(alpha)
+    lengths = np.linalg.norm(cell, axis=1)
+    kmax = tuple(_ewald_kmax(L, a, accuracy) for L in lengths)
+    return a, kmax
+
+
+def _fft_size(n: int) -> int:
+    n = max(int(n), 1)
+    while True:
+        m = n
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def pme_grid(cell, alpha: float, accuracy: float = 1e-5, order: int = 5):
+    """PME grid (K1, K2, K3) for a cell (A), alpha (1/A) and accuracy:
+    K_a = ceil(2 alpha |a_a| / (3 delta^(1/5))) (OpenMM), rounded up to a
+    2,3,5,7-smooth size and to at least ``order``."""
+    cell = _check_cell(cell)
+    _check_accuracy(accuracy)
+    lengths = np.linalg.norm(cell, axis=1)
+    n = np.ceil(2.0 * float(alpha) * lengths / (3.0 * float(accuracy) ** 0.2)).astype(int)
+    return tuple(_fft_size(max(int(k), int(order))) for k in n)
+
+
+# --------------------------------------------------------------------------
+# Cardinal B-splines (Essmann et al. 1995, eq. 4.1-4.4)
+# --------------------------------------------------------------------------
+
+def bspline_weights(t, order: int):
+    """M_n(t + j) for j = 0..n-1, shape (..., n), for t in [0, 1).
+
+    Recursion M_k(x) = x/(k-1) M_{k-1}(x) + (k-x)/(k-1) M_{k-1}(x-1) from
+    M_2(x) = 1 - |x - 1|; unrolled over the static order."""
+    t = t[..., None]
+    w = jnp.concatenate([t, 1.0 - t], axis=-1)          # M_2(t), M_2(t+1)
+    for k in range(3, order + 1):
+        j = jnp.arange(k, dtype=t.dtype)
+        x = t + j                                         # (..., k)
+        prev = jnp.concatenate([w, jnp.zeros_like(t)], axis=-1)        # M_{k-1}(t+j)
+        prev_m1 = jnp.concatenate([jnp.zeros_like(t), w], axis=-1)     # M_{k-1}(t+j-1)
+        w = (x * prev + (k - x) * prev_m1) / (k - 1)
+    return w
+
+
+def _bspline_at_integers(order: int) -> np.ndarray:
+    """M_n(1), ..., M_n(n-1) in float64 (numpy)."""
+    w = np.asarray(bspline_weights(jnp.zeros((), jnp.float64), order))
+    # w[j] = M_n(j); M_n(0) = 0
+    return w[1:]
+
+
+def bspline_moduli(size: int, order: int) -> np.ndarray:
+    """|b(m)|^2 for m = 0..K-1 (Essmann eq. 4.8), float64 numpy; zeros of the
+    denominator (odd orders at m = K/2) replaced by the neighbours' mean."""
+    mk = _bspline_at_integers(order)[: order - 1]        # M_n(k+1), k = 0..n-2
+    m = np.arange(size)
+    k = np.arange(order - 1)
+    den = np.abs(np.exp(2j * np.pi * np.outer(m, k) / size) @ mk) ** 2
+    for idx in np.nonzero(den < 1e-7)[0]:
+        den[idx] = 0.5 * (den[(idx - 1) % size] + den[(idx + 1) % size])
+    return 1.0 / den
+
+
+# --------------------------------------------------------------------------
+# The Coulomb object
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Coulomb:
+    """Static Coulomb settings; :meth:`energy` is pure and jit-able.
+
+    method: "direct" | "cutoff" | "ewald" | "pme".
+    cutoff: real-space cutoff, A (unused by "direct").
+    alpha: Ewald splitting parameter, 1/A (Ewald/PME).
+    kvectors: (K, 3) integer m of the half-space Ewald sum (Ewald).
+    kmax: (3,) largest |m_a| (Ewald).
+    grid: (K1, K2, K3) PME grid; order: B-spline order (PME).
+    cutoff_scheme, dielectric: "cutoff" variants (see module docstring).
+    neutral: "background" | "reject" (Ewald/PME, non-neutral cells).
+    accuracy: the target the parameters were chosen for.
+    n_sites: number of charge sites, if fixed at construction ("direct"
+    builds its dense pair list from it).
+    """
+
+    method: str
+    cutoff: float
+    alpha: float = 0.0
+    kmax: tuple = (0, 0, 0)
+    kvectors: Optional[np.ndarray] = None
+    grid: tuple = (0, 0, 0)
+    order: int = 5
+    cutoff_scheme: str = "plain"
+    dielectric: float = 78.3
+    neutral: str = "background"
+    accuracy: float = 1e-5
+    n_sites: Optional[int] = None
+    _moduli: tuple = field(default=(), repr=False)
+
+    # ---------------- public -----------------
+    def energy(self, positions, charges, cell=None, i=None, j=None, dr=None, mask=None, *,
+               excl_i=None, excl_j=None, excl_dr=None, excl_scale=None, excl_mask=None,
+               widths=None):
+        """Coulomb energy, eV (float64 scalar).
+
+        positions (S, 3) A and charges (S,) e of the charge sites; cell (3, 3) A
+        (rows; ignored by "direct"); real-space pairs i, j (K,), dr = r_j - r_i
+        + image shift (K, 3) A, mask (K,) bool, each unordered pair once
+        ("direct" builds all pairs when these are None). Exclusions: excl_i,
+        excl_j (E,), excl_dr (E, 3) A, excl_scale (E,) (0 = excluded), and
+        optional excl_mask (E,) for padded exclusion slots. widths (S,) A for
+        Gaussian charges (None or 0 = point charges)."""
+        positions = jnp.asarray(positions)
+        charges = jnp.asarray(charges, dtype=positions.dtype)
+        if charges.ndim != 1 or charges.shape[0] != positions.shape[0]:
+            raise InputError(f"charges must have shape ({positions.shape[0]},) to match positions, "
+                             f"got {charges.shape}")
+        if widths is not None:
+            widths = jnp.asarray(widths, dtype=positions.dtype)
+            if widths.shape != charges.shape:
+                raise InputError(f"widths must have shape {charges.shape}, got {widths.shape}")
+        if i is None:
+            if self.method != "direct":
+                raise InputError(f"Coulomb method {self.method!r} needs a real-space pair list (i, j, dr, mask)")
+            i, j = all_pairs(positions.shape[0])
+            i, j = jnp.asarray(i), jnp.asarray(j)
+            dr = positions[j] - positions[i]
+            mask = jnp.ones(i.shape, bool)
+        if mask is None:
+            mask = jnp.ones(jnp.shape(i), bool)
+        e = self._pair_energy(charges, i, j, dr, mask, widths)
+        if excl_i is not None:
+            e = e + self._exclusion_energy(charges, excl_i, excl_j, excl_dr, excl_scale, excl_mask, widths)
+        if self.method in ("ewald", "pme"):
+            if cell is None:
+                raise InputError(f"Coulomb method {self.method!r} needs a cell")
+            cell = jnp.asarray(cell, dtype=positions.dtype)
+            if self.method == "ewald":
+                e = e + self._ewald_reciprocal(positions, charges, cell)
+            else:
+                e = e + self._pme_reciprocal(positions, charges, cell)
+            e = e + self._self_and_background(charges, cell)
+        return e
+
+    def energy_fn(self, **fixed):
+        """``(positions, charges, cell, i, j, dr, mask) -> eV`` with keyword
+        arguments (exclusions, widths) bound."""
+        def fn(positions, charges, cell=None, i=None, j=None, dr=None, mask=None):
+            return self.energy(positions, charges, cell, i, j, dr, mask, **fixed)
+        return fn
+
+    # ---------------- pieces -----------------
+    def _pair_energy(self, charges, i, j, dr, mask, widths):
+        r = safe_norm(dr)
+        if self.method == "direct":
+            valid = mask
+        else:
+            valid = mask & (r < self.cutoff)
+        # invalid slots get a harmless distance so no inf/NaN leaks into grads
+        r = jnp.where(valid, r, 1e3)
+        gamma = _gamma(widths, i, j)
+        if self.method in ("ewald", "pme"):
+            f = ewald_real_kernel(r, self.alpha, gamma)
+        else:
+            f = gaussian_kernel(r, gamma) if gamma is not None else _inv(r)
+            if self.method == "cutoff" and self.cutoff_scheme != "plain":
+                rc = jnp.asarray(self.cutoff, r.dtype)
+                frc = gaussian_kernel(rc, gamma) if gamma is not None else 1.0 / rc
+                if self.cutoff_scheme == "shifted":
+                    f = f - frc
+                else:
+                    eps = self.dielectric
+                    k_rf = 0.0 if eps <= 1 else (eps - 1.0) / ((2.0 * eps + 1.0) * self.cutoff ** 3)
+                    f = f + k_rf * r * r - (frc + k_rf * self.cutoff ** 2)
+        qq = charges[i] * charges[j]
+        return KE * esum(jnp.where(valid, qq * f, 0.0))
+
+    def _exclusion_energy(self, charges, ei, ej, edr, scale, emask, widths):
+        if ej is None or edr is None:
+            raise InputError("exclusions need excl_i, excl_j and excl_dr together")
+        ei, ej = jnp.asarray(ei), jnp.asarray(ej)
+        edr = jnp.asarray(edr)
+        if scale is None:
+            scale = jnp.zeros(ei.shape, charges.dtype)
+        scale = jnp.asarray(scale, dtype=charges.dtype)
+        if emask is None:
+            emask = jnp.ones(ei.shape, bool)
+        r = safe_norm(edr)
+        gamma = _gamma(widths, ei, ej)
+        keep = scale != 0
+        # scaled part: full pair kernel; guarded so scale = 0 at r = 0 stays finite
+        rs = jnp.where(keep & emask, r, 1.0)
+        f_scaled = gaussian_kernel(rs, gamma) if gamma is not None else _inv(rs)
+        f = jnp.where(keep, scale * f_scaled, 0.0)
+        if self.method in ("ewald", "pme"):
+            f = f - erf_over_r(r, self.alpha)
+        qq = charges[ei] * charges[ej]
+        return KE * esum(jnp.where(emask, qq * f, 0.0))
+
+    def _self_and_background(self, charges, cell):
+        e_self = -KE * self.alpha / math.sqrt(math.pi) * esum(charges ** 2)
+        q = esum(charges)
+        vol = jnp.abs(jnp.linalg.det(cell.astype(jnp.float64)))
+        e_bg = -KE * math.pi * q * q / (2.0 * vol * self.alpha ** 2)
+        e = e_self + e_bg
+        if self.neutral == "reject":
+            tol = 1e-5 * esum(jnp.abs(charges)) + 1e-8
+            if not isinstance(charges, jax.core.Tracer):
+                if abs(float(q)) > float(tol):
+                    raise InputError(f"the cell carries a net charge of {float(q):.6g} e; "
+                                     "Ewald/PME need a neutral cell (or neutral='background')")
+            e = jnp.where(jnp.abs(q) > tol, jnp.nan, e)
+        return e
+
+    def _ewald_reciprocal(self, positions, charges, cell):
+        recip = 2.0 * jnp.pi * jnp.linalg.inv(cell).T              # rows b_a, 1/A
+        m = jnp.asarray(self.kvectors, dtype=positions.dtype)
+        k = m @ recip                                              # (K, 3)
+        k2 = jnp.sum(k * k, axis=-1)
+        vol = jnp.abs(jnp.linalg.det(cell))
+        # half space: every k stands for k and -k, hence 2 x (4 pi / k^2) / (2V)
+        coef = 4.0 * jnp.pi / vol * jnp.exp(-k2 / (4.0 * self.alpha ** 2)) / k2
+        phase = positions @ k.T                                    # (S, K)
+        s_re = charges @ jnp.cos(phase)
+        s_im = charges @ jnp.sin(phase)
+        return KE * esum(coef * (s_re * s_re + s_im * s_im))
+
+    def _pme_reciprocal(self, positions, charges, cell):
+        n = self.order
+        K = jnp.asarray(self.grid, dtype=positions.dtype)
+        inv = jnp.linalg.inv(cell)
+        u = (positions @ inv) * K                                  # (S, 3) grid units
+        base = jnp.floor(u)
+        w = bspline_weights(u - base, n)                           # (S, 3, n): M_n(t + j)
+        # M_n(u - k) is non-zero for k = floor(u) - j, j = 0..n-1
+        jj = jnp.arange(n)
+        idx = (base.astype(jnp.int32)[:, :, None] - jj[None, None, :]) % jnp.asarray(self.grid)[None, :, None]
+        k1, k2, k3 = self.grid
+        flat = (idx[:, 0, :, None, None] * (k2 * k3) + idx[:, 1, None, :, None] * k3
+                + idx[:, 2, None, None, :])                        # (S, n, n, n)
+        vals = (charges[:, None, None, None] * w[:, 0, :, None, None]
+                * w[:, 1, None, :, None] * w[:, 2, None, None, :])
+        q = jnp.zeros(k1 * k2 * k3, positions.dtype).at[flat.reshape(-1)].add(vals.reshape(-1))
+        fq = jnp.fft.rfftn(q.reshape(k1, k2, k3))
+        power = jnp.real(fq) ** 2 + jnp.imag(fq) ** 2
+        # signed integer frequencies and the influence function (Essmann eq. 4.7)
+        m1 = np.fft.fftfreq(k1, 1.0 / k1)
+        m2 = np.fft.fftfreq(k2, 1.0 / k2)
+        m3 = np.arange(k3 // 2 + 1, dtype=np.float64)
+        mint = np.stack(np.meshgrid(m1, m2, m3, indexing="ij"), axis=-1)
+        mvec = jnp.asarray(mint, positions.dtype) @ inv.T          # (k1, k2, k3h, 3) 1/A
+        msq = jnp.sum(mvec * mvec, axis=-1)
+        zero = msq == 0
+        msq_safe = jnp.where(zero, 1.0, msq)
+        b1, b2, b3 = (jnp.asarray(b, positions.dtype) for b in self._moduli)
+        bmod = b1[:, None, None] * b2[None, :, None] * b3[None, None, : k3 // 2 + 1]
+        # rfft keeps m3 >= 0: interior m3 stand for +-m3 (weight 2)
+        mult = np.full(k3 // 2 + 1, 2.0)
+        mult[0] = 1.0
+        if k3 % 2 == 0:
+            mult[-1] = 1.0
+        vol = jnp.abs(jnp.linalg.det(cell))
+        infl = jnp.where(zero, 0.0, jnp.exp(-(jnp.pi ** 2) * msq_safe / self.alpha ** 2) / msq_safe)
+        infl = infl * bmod * jnp.asarray(mult, positions.dtype)
+        return KE / (2.0 * jnp.pi * vol) * esum(infl * power)
+
+
+def make_coulomb(method: str, cell=None, cutoff: float = 0.0, *, accuracy: float = 1e-5,
+                 alpha: Optional[float] = None, kmax=None, grid=None, order: int = 5,
+                 n_sites: Optional[int] = None, cutoff_scheme: str = "plain",
+                 dielectric: float = 78.3, neutral: str = "background") -> Coulomb:
+    """Build a :class:`Coulomb` for a method, cell (3, 3) A and real-space cutoff (A).
+
+    accuracy: relative target delta for Ewald/PME parameters (OpenMM recipes,
+    module docstring); alpha (1/A), kmax (int or 3 ints, Ewald) and grid
+    (int or 3 ints, PME) override the choice. order: PME B-spline order (>= 3).
+    cutoff_scheme/dielectric: "cutoff" variants. neutral: "background" or
+    "reject" for charged cells. The Ewald k-vector set and the PME grid are
+    fixed here from ``cell``; the energy takes the current cell at every call
+    (so it is differentiable in the cell), but a large change of cell (NPT)
+    calls for rebuilding this object to keep the accuracy."""
+    if method not in METHODS:
+        raise InputError(f"unknown Coulomb method {method!r} (use one of {', '.join(METHODS)})")
+    if cutoff_scheme not in CUTOFF_SCHEMES:
+        raise InputError(f"unknown cutoff_scheme {cutoff_scheme!r} (use one of {', '.join(CUTOFF_SCHEMES)})")
+    if neutral not in NEUTRAL_MODES:
+        raise InputError(f"unknown neutral mode {neutral!r} (use one of {', '.join(NEUTRAL_MODES)})")
+    _check_accuracy(accuracy)
+    if n_sites is not None and int(n_sites) < 0:
+        raise InputError(f"n_sites must be non-negative, got {n_sites}")
+    if method == "direct":
+        return Coulomb(method=method, cutoff=float("inf"), accuracy=float(accuracy),
+                       n_sites=None if n_sites is None else int(n_sites))
+    if not (cutoff is not None and float(cutoff) > 0 and math.isfinite(float(cutoff))):
+        raise InputError(f"Coulomb method {method!r} needs a positive finite cutoff (A), got {cutoff}")
+    cutoff = float(cutoff)
+    if method == "cutoff":
+        if dielectric <= 0:
+            raise InputError(f"dielectric must be positive, got {dielectric}")
+        return Coulomb(method=method, cutoff=cutoff, cutoff_scheme=cutoff_scheme,
+                       dielectric=float(dielectric), accuracy=float(accuracy),
+                       n_sites=None if n_sites is None else int(n_sites))
+    if cell is None:
+        raise InputError(f"Coulomb method {method!r} needs a periodic cell")
+    cell_np = _check_cell(cell)
+    if alpha is not None and not float(alpha) > 0:
+        raise InputError(f"alpha must be positive (1/A), got {alpha}")
+    a = ewald_alpha(cutoff, accuracy) if alpha is None else float(alpha)
+    common = dict(method=method, cutoff=cutoff, alpha=a, accuracy=float(accuracy), neutral=neutral,
+                  n_sites=None if n_sites is None else int(n_sites))
+    if method == "ewald":
+        lengths = np.linalg.norm(cell_np, axis=1)
+        if kmax is None:
+            _, km = ewald_parameters(cell_np, cutoff, accuracy, alpha=a)
+            kcut = min(2.0 * math.pi * k / L for k, L in zip(km, lengths))
+        else:
+            km = (int(kmax),) * 3 if np.ndim(kmax) == 0 else tuple(int(k) for k in kmax)
+            if len(km) != 3 or min(km) < 0:
+                raise InputError(f"kmax must be a non-negative int or 3 ints, got {kmax}")
+            kcut = None
+        mvec = _half_space(km)
+        if kcut is not None:
+            k = 2.0 * np.pi * mvec @ np.linalg.inv(cell_np).T
+            mvec = mvec[np.linalg.norm(k, axis=1) <= kcut * (1 + 1e-12)]
+        return Coulomb(kmax=tuple(km), kvectors=mvec, **common)
+    # pme
+    if not (3 <= int(order) <= 12):
+        raise InputError(f"PME spline order must be between 3 and 12, got {order}")
+    order = int(order)
+    if grid is None:
+        g = pme_grid(cell_np, a, accuracy, order)
+    else:
+        g = (int(grid),) * 3 if np.ndim(grid) == 0 else tuple(int(k) for k in grid)
+        if len(g) != 3 or min(g) < order:
+            raise InputError(f"PME grid must be 3 sizes >= order {order}, got {grid}")
+    moduli = tuple(bspline_moduli(k, order) for k in g)
+    return Coulomb(grid=g, order=order, _moduli=moduli, **common)
+
+
+def _half_space(km):
+    """Integer m with |m_a| <= kmax_a, one of each pair (m, -m), m != 0."""
+    r = [np.arange(-k, k + 1) for k in km]
+    m = np.stack(np.meshgrid(*r, indexing="ij"), axis=-1).reshape(-1, 3)
+    pos = (m[:, 0] > 0) | ((m[:, 0] == 0) & ((m[:, 1] > 0) | ((m[:, 1] == 0) & (m[:, 2] > 0))))
+    return m[pos].astype(np.float64)
+
+
+def coulomb_potential(coulomb: Coulomb, *, widths=None, name: str = "coulomb") -> Potential:
+    """A :class:`~jaxpot.potentials.base.Potential` of the charges in the
+    context (``context.charges``, e) on the atoms themselves, with the pairs
+    of the context's neighbor list (no exclusions). Energy in eV."""
+    def energy(params, positions, context):
+        if context.charges is None:
+            raise InputError("the Coulomb potential needs charges in its context")
+        if coulomb.method == "direct":
+            return coulomb.energy(positions, context.charges, widths=widths)
+        i, j, dr, mask = pairs(positions, context)
+        return coulomb.energy(positions, context.charges, context.cell, i, j, dr, mask, widths=widths)
+
+    return Potential(energy=energy, cutoff=0.0 if coulomb.method == "direct" else coulomb.cutoff,
+                     name=name, config={"kind": "coulomb", "method": coulomb.method,
+                                        "cutoff": coulomb.cutoff, "alpha": coulomb.alpha})
