@@ -1,0 +1,110 @@
+"""Command line: ``jaxpot md|demo|train|eval`` (see ../shared/API.md).
+
+Every command exits non-zero with a one-line reason on bad input and never
+overwrites an existing run directory unless ``--overwrite`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .system import InputError
+
+
+def _md(args) -> int:
+    from . import io
+    from .simulate import run_md
+
+    if args.restart:
+        summary = run_md({}, restart=args.restart, progress=not args.no_progress)
+        out_dir = args.restart
+    else:
+        if args.config is None:
+            raise InputError("jaxpot md needs CONFIG.toml (or --restart RUN_DIR)")
+        config = io.read_toml(args.config)
+        if args.directory:
+            config.setdefault("output", {})["directory"] = args.directory
+        summary = run_md(config, overwrite=args.overwrite, progress=not args.no_progress,
+                         base_dir=Path(args.config).resolve().parent)
+        out_dir = config.get("output", {}).get("directory", "runs/md")
+    _print_summary(summary, out_dir)
+    return 0
+
+
+def _print_summary(summary: dict, out_dir) -> None:
+    def pm(d):
+        return f"{d['mean']:.5g} +/- {d['sem']:.2g}"
+
+    print(f"run directory: {out_dir}")
+    print(f"  atoms {summary['atoms']}, beads {summary['beads']}, {summary['time_ps']:.3g} ps, "
+          f"{summary['steps_per_second']:.1f} steps/s (compile {summary['compile_seconds']:.1f} s)")
+    print(f"  temperature      {pm(summary['temperature_K'])} K")
+    print(f"  potential energy {pm(summary['potential_energy_eV'])} eV")
+    print(f"  kinetic energy   {pm(summary['kinetic_energy_eV'])} eV")
+    if "kinetic_energy_primitive_eV" in summary:
+        print(f"  kinetic (prim.)  {pm(summary['kinetic_energy_primitive_eV'])} eV")
+    for el, d in summary["kinetic_energy_per_atom_eV"].items():
+        print(f"  kinetic energy per {el} atom {1000 * d['mean']:.2f} +/- {1000 * d['sem']:.2f} meV")
+    print(f"  conserved drift  {summary['conserved_drift_eV_per_ps_per_atom']:.3g} eV/ps/atom")
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.directory, overwrite=args.overwrite, quick=args.quick, progress=not args.no_progress)
+    return 0
+
+
+def _not_yet(name):
+    def fn(args) -> int:
+        raise InputError(f"'jaxpot {name}' is not available in this version of jaxpot yet")
+    return fn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxpot", description="Differentiable MD and PIMD in JAX (metal units).")
+    sub = p.add_subparsers(dest="command", required=True)
+    md = sub.add_parser("md", help="run NVE, NVT or PIMD from a TOML file")
+    md.add_argument("config", nargs="?", help="run configuration (TOML)")
+    md.add_argument("--restart", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    md.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    md.add_argument("--directory", help="override [output].directory")
+    md.add_argument("--no-progress", action="store_true", help="no progress bar")
+    md.set_defaults(fn=_md)
+    demo = sub.add_parser("demo", help="the built-in showcase: runs with no files at all")
+    demo.add_argument("--directory", default="runs/demo")
+    demo.add_argument("--overwrite", action="store_true")
+    demo.add_argument("--quick", action="store_true", help="a shorter run (for tests)")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(fn=_demo)
+    train = sub.add_parser("train", help="fit a model (TOML)")
+    train.add_argument("config")
+    train.set_defaults(fn=_not_yet("train"))
+    ev = sub.add_parser("eval", help="errors of a model on labelled data")
+    ev.add_argument("model_dir")
+    ev.add_argument("data")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(fn=_not_yet("eval"))
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except InputError as err:
+        print(f"jaxpot: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a one-line reason, not a traceback, for run failures
+        from .neighbors import NeighborListOverflow
+        from .simulate import SimulationError
+        if isinstance(err, (SimulationError, NeighborListOverflow)):
+            print(f"jaxpot: error: {err}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""An ASE Calculator over any jaxpot potential.
+
+    atoms.calc = JaxpotCalculator({"kind": "qtip4pf"})   # a [potential] table
+    atoms.calc = JaxpotCalculator(potential_object, params)   # a Potential built in Python
+
+Gives ``energy`` (eV), ``free_energy``, ``forces`` (eV/A), ``stress`` (eV/A^3,
+periodic systems, ASE sign and Voigt order) and, for charge models,
+``charges`` (e). Forces and stress come from autodiff of the energy. The
+potential is rebuilt when the atoms' species, cell or periodicity change;
+the jit-compiled evaluation is reused while shapes stay the same.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+from ..neighbors import neighbor_list
+from ..potentials import build_potential
+from ..potentials.base import Context, Potential, energy_and_forces, energy_forces_stress
+from ..system import InputError, from_ase
+
+
+class JaxpotCalculator(Calculator):
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "charges"]
+
+    def __init__(self, spec=None, params=None, *, dtype="float64", seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(spec, (str, Path)):
+            raise InputError(f"model directories ({spec}) are not available in this version of jaxpot yet")
+        if not isinstance(spec, (dict, Potential)):
+            raise InputError("JaxpotCalculator needs a [potential] table (dict) or a Potential")
+        self.spec = spec
+        self.user_params = params
+        self.dtype = jnp.float64 if dtype == "float64" else jnp.float32
+        self.seed = seed
+        self._key = None
+
+    @classmethod
+    def from_openmm(cls, system, **kwargs):
+        raise InputError("OpenMM import is not available in this version of jaxpot yet")
+
+    def _setup(self, atoms):
+        key = (tuple(atoms.numbers), tuple(atoms.pbc), tuple(np.round(atoms.cell.array, 10).ravel()))
+        if key == self._key:
+            return
+        system = from_ase(atoms, dtype=self.dtype)
+        if isinstance(self.spec, Potential):
+            pot = self.spec
+        else:
+            pot = build_potential(self.spec, system)
+        params = self.user_params if self.user_params is not None else pot.init(jax.random.PRNGKey(self.seed), system)
+        self.potential, self.params, self.system = pot, params, system
+        self._nbr = None
+        if pot.cutoff > 0:
+            self._nbr = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic,
+                                      skin=0.0, images=pot.neighbor_images)
+        self._efs = jax.jit(energy_forces_stress(pot))
+        self._ef = jax.jit(energy_and_forces(pot))
+        self._charges = jax.jit(pot.charges) if pot.charges is not None else None
+        self._key = key
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self._setup(self.atoms)
+        pos = jnp.asarray(self.atoms.get_positions(), dtype=self.dtype)
+        cell = self.system.cell
+        nbr = None
+        if self._nbr is not None:
+            nbr = self._nbr.allocate(pos, cell)
+        ctx = Context(species=self.system.species, cell=cell, neighbors=nbr, charges=self.system.charges)
+        if self.system.periodic:
+            e, f, s = self._efs(self.params, pos, ctx)
+            s = np.asarray(s, dtype=np.float64)
+            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        else:
+            e, f = self._ef(self.params, pos, ctx)
+            if "stress" in properties:
+                from ase.calculators.calculator import PropertyNotImplementedError
+                raise PropertyNotImplementedError("stress needs a periodic cell")
+        e = float(e)
+        if not np.isfinite(e):
+            raise InputError("the potential energy is not finite for this structure")
+        self.results["energy"] = e
+        self.results["free_energy"] = e
+        self.results["forces"] = np.asarray(f, dtype=np.float64)
+        if self._charges is not None:
+            self.results["charges"] = np.asarray(self._charges(self.params, pos, ctx), dtype=np.float64)

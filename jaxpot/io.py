@@ -1,0 +1,169 @@
+"""Run outputs: thermo logs, trajectories, checkpoints, summaries, configs.
+
+Files follow ``../shared/API.md``: ``thermo.csv`` (one row every ``every``
+steps), ``trajectory.extxyz``, ``checkpoint.npz`` (exact restart),
+``config.toml`` (the resolved configuration) and ``summary.json``.
+Everything is written so that a run that dies midway keeps what it wrote.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+import jax
+
+from .system import InputError
+
+THERMO = "thermo.csv"
+TRAJECTORY = "trajectory.extxyz"
+CHECKPOINT = "checkpoint.npz"
+CONFIG = "config.toml"
+SUMMARY = "summary.json"
+
+
+def read_toml(path) -> dict:
+    """Parse a TOML file; InputError with the file name on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"configuration file not found: {path}")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"cannot parse {path}: {err}") from None
+
+
+def write_toml(path, data: dict) -> None:
+    import tomli_w
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if v is not None}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, np.integer)):
+            return x.item()
+        return x
+
+    with open(path, "wb") as fh:
+        tomli_w.dump(clean(data), fh)
+
+
+def prepare_directory(directory, overwrite: bool = False) -> Path:
+    """Create the run directory; refuse to reuse a non-empty one unless asked."""
+    d = Path(directory)
+    if d.exists() and any(d.iterdir()):
+        if not overwrite:
+            raise InputError(f"run directory {d} exists and is not empty (use --overwrite to replace it)")
+        for name in (THERMO, TRAJECTORY, CHECKPOINT, CONFIG, SUMMARY):
+            if (d / name).exists():
+                (d / name).unlink()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+class ThermoLog:
+    """Appends rows to thermo.csv, flushing each block to disk."""
+
+    def __init__(self, path, columns, append: bool = False):
+        self.path = Path(path)
+        self.columns = list(columns)
+        if not append or not self.path.exists():
+            with open(self.path, "w", newline="") as fh:
+                csv.writer(fh).writerow(self.columns)
+
+    def write(self, rows: dict) -> None:
+        n = len(next(iter(rows.values())))
+        with open(self.path, "a", newline="") as fh:
+            w = csv.writer(fh)
+            for k in range(n):
+                w.writerow([_fmt(rows[c][k]) for c in self.columns])
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _fmt(x):
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    return repr(float(x))
+
+
+def read_thermo(path) -> dict:
+    """thermo.csv as a dict of numpy columns."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    data = np.asarray(body, dtype=np.float64).reshape(len(body), len(header))
+    return {h: data[:, k] for k, h in enumerate(header)}
+
+
+def truncate_thermo(path, last_step: int) -> None:
+    """Drop rows after ``last_step`` (before appending on restart)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    keep = [rows[0]] + [r for r in rows[1:] if int(float(r[0])) <= last_step]
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(keep)
+
+
+def append_frames(path, atoms_list) -> None:
+    from ase.io import write
+
+    with open(path, "a") as fh:
+        write(fh, atoms_list, format="extxyz")
+        fh.flush()
+
+
+def truncate_trajectory(path, last_step: int) -> None:
+    """Keep frames whose ``step`` info is <= last_step."""
+    from ase.io import read
+
+    if not Path(path).exists():
+        return
+    frames = [a for a in read(path, index=":") if int(a.info.get("step", 0)) <= last_step]
+    Path(path).unlink()
+    if frames:
+        append_frames(path, frames)
+
+
+def save_checkpoint(path, carry, meta: dict) -> None:
+    """Leaves of a pytree plus JSON metadata, written atomically."""
+    leaves = jax.tree_util.tree_leaves(carry)
+    arrays = {f"leaf{k:05d}": np.asarray(x) for k, x in enumerate(leaves)}
+    tmp = Path(str(path) + ".tmp.npz")
+    np.savez(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    """(list of leaves, meta dict)."""
+    if not Path(path).exists():
+        raise InputError(f"no checkpoint in {Path(path).parent}")
+    with np.load(path) as z:
+        meta = json.loads(bytes(z["__meta__"]).decode())
+        leaves = [z[k] for k in sorted(k for k in z.files if k.startswith("leaf"))]
+    return leaves, meta
+
+
+def restore_like(template, leaves):
+    """A pytree with the structure of ``template`` and the saved leaves."""
+    flat, treedef = jax.tree_util.tree_flatten(template)
+    if len(flat) != len(leaves):
+        raise InputError("checkpoint does not match this run's configuration")
+    out = []
+    for t, x in zip(flat, leaves):
+        if np.shape(t) != np.shape(x):
+            raise InputError("checkpoint does not match this run's configuration (array shapes differ)")
+        out.append(jax.numpy.asarray(x, dtype=getattr(t, "dtype", None)) if hasattr(t, "dtype") else x)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def write_json(path, data) -> None:
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
