@@ -142,6 +142,7 @@ class Engine:
     frame: Callable          # state -> (N, 3) positions to write
     nbr_positions: Callable  # state -> (positions for the rebuild check, build reference)
     columns: tuple           # thermo columns besides step and time_fs
+    beads: Callable | None = None   # state -> (P, N, 3) bead positions (PIMD)
 
 
 def _element_groups(system: System):
@@ -217,9 +218,9 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
 
     def observe(state, nbr):
         est = pm.estimators(state, kT)
-        k_bead = 0.5 * jnp.sum(state.momenta ** 2 / state.masses[None, :, None]) * units.MVV2E
         return {
-            "temperature_K": (2.0 * k_bead / (n_dof * n_beads * units.KB)).astype(jnp.float64),
+            # kinetic temperature of the ring-polymer momenta (sampled at P T), divided by P
+            "temperature_K": est["temperature"].astype(jnp.float64),
             "potential_energy_eV": est["potential"].astype(jnp.float64),
             "kinetic_energy_eV": est["kinetic_cv"].astype(jnp.float64),
             "kinetic_energy_primitive_eV": est["kinetic_primitive"].astype(jnp.float64),
@@ -237,7 +238,8 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
     columns = ("temperature_K", "potential_energy_eV", "kinetic_energy_eV", "conserved_eV",
                "kinetic_energy_primitive_eV", "spring_energy_eV")
     return Engine(init=init, step=lambda s, nbr: step_fn(s, neighbors=nbr), observe=observe,
-                  frame=frame, nbr_positions=nbr_positions, columns=columns), elements, n_dof
+                  frame=frame, nbr_positions=nbr_positions, columns=columns,
+                  beads=lambda s: s.positions), elements, n_dof
 
 
 def _rows_per_block(n_rows: int, target: int) -> int:
@@ -326,6 +328,7 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
     if meta is not None:
         io.truncate_thermo(run_dir / io.THERMO, start_step)
         io.truncate_trajectory(run_dir / io.TRAJECTORY, start_step)
+        io.truncate_trajectory(run_dir / "trajectory_beads.extxyz", start_step)
 
     def one_step(carry, _):
         state, nbr = carry
@@ -334,9 +337,12 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
             nbr = nbr_fns.update(check, nbr, system.cell, reference=ref)
         return (engine.step(state, nbr), nbr), None
 
+    write_beads = bool(out["all_beads"]) and engine.beads is not None
+
     def one_row(carry, _):
         carry, _ = jax.lax.scan(one_step, carry, None, length=every)
-        return carry, (engine.observe(*carry), engine.frame(carry[0]))
+        frame = engine.beads(carry[0]) if write_beads else engine.frame(carry[0])
+        return carry, (engine.observe(*carry), frame)
 
     def block(carry):
         return jax.lax.scan(one_row, carry, None, length=rows_per_block)
@@ -378,7 +384,13 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
             good = np.isfinite(rows["potential_energy_eV"]) & np.isfinite(rows["conserved_eV"])
             n_good = int(np.argmin(good)) if not good.all() else rows_per_block
             _write_rows(thermo, rows, steps_here, dt, el_names, engine.columns, n_good)
-            _write_frames(run_dir / io.TRAJECTORY, positions_atoms, frames[:n_good], steps_here, dt)
+            if write_beads:
+                _write_frames(run_dir / io.TRAJECTORY, positions_atoms, frames[:n_good].mean(axis=1),
+                              steps_here, dt)
+                _write_frames(run_dir / "trajectory_beads.extxyz", positions_atoms, frames[:n_good],
+                              steps_here, dt)
+            else:
+                _write_frames(run_dir / io.TRAJECTORY, positions_atoms, frames[:n_good], steps_here, dt)
             if n_good < rows_per_block:
                 _save(run_dir, (state, nbr), step, nbr, compile_seconds, run_seconds, steps_timed)
                 raise SimulationError(
@@ -424,14 +436,20 @@ def _write_rows(thermo, rows, steps_here, dt, el_names, columns, n):
 
 
 def _write_frames(path, template, frames, steps_here, dt):
+    """Frames (F, N, 3), or (F, P, N, 3) for all beads (one extxyz frame per
+    bead, with ``bead`` in its info)."""
     if len(frames) == 0:
         return
     atoms_list = []
     for k, pos in enumerate(frames):
-        a = template.copy()
-        a.set_positions(np.asarray(pos, dtype=np.float64))
-        a.info = {"step": int(steps_here[k]), "time_fs": float(steps_here[k] * dt)}
-        atoms_list.append(a)
+        beads = pos[None] if pos.ndim == 2 else pos
+        for b, x in enumerate(beads):
+            a = template.copy()
+            a.set_positions(np.asarray(x, dtype=np.float64))
+            a.info = {"step": int(steps_here[k]), "time_fs": float(steps_here[k] * dt)}
+            if pos.ndim == 3:
+                a.info["bead"] = b
+            atoms_list.append(a)
     io.append_frames(path, atoms_list)
 
 
