@@ -392,36 +392,36 @@ def _chain_half_step(state: MDState, half_dt, weights, n_sub):
     ch = state.chain
     M = ch.v_xi.shape[0]
     kT, Q = ch.kT, ch.Q
-    v = [ch.v_xi[j] for j in range(M)]
-    xi = ch.xi
-    k2 = 2.0 * kinetic_energy(state)          # 2K, eV
-    k2_start = k2
-    scale = jnp.ones((), _ACC)
+    k2_start = 2.0 * kinetic_energy(state)          # 2K, eV
+    hs = jnp.asarray([w * half_dt / n_sub for _ in range(n_sub) for w in weights], _ACC)
 
     def g(j, k2, v):
         if j == 0:
             return (k2 - ch.n_dof * kT) / Q[0]
         return (Q[j - 1] * v[j - 1] ** 2 - kT) / Q[j]
 
-    for _ in range(n_sub):
-        for w in weights:
-            h = w * half_dt / n_sub
-            v[M - 1] = v[M - 1] + 0.5 * h * g(M - 1, k2, v)
-            for j in range(M - 2, -1, -1):
-                s = jnp.exp(-0.25 * h * v[j + 1])
-                v[j] = (v[j] * s + 0.5 * h * g(j, k2, v)) * s
-            f = jnp.exp(-h * v[0])
-            scale = scale * f
-            k2 = k2 * f * f
-            xi = xi + h * jnp.stack(v)
-            for j in range(M - 1):
-                s = jnp.exp(-0.25 * h * v[j + 1])
-                v[j] = (v[j] * s + 0.5 * h * g(j, k2, v)) * s
-            v[M - 1] = v[M - 1] + 0.5 * h * g(M - 1, k2, v)
+    def substep(carry, h):
+        k2, scale, xi, v_arr = carry
+        v = [v_arr[j] for j in range(M)]
+        v[M - 1] = v[M - 1] + 0.5 * h * g(M - 1, k2, v)
+        for j in range(M - 2, -1, -1):
+            s = jnp.exp(-0.25 * h * v[j + 1])
+            v[j] = (v[j] * s + 0.5 * h * g(j, k2, v)) * s
+        f = jnp.exp(-h * v[0])
+        scale = scale * f
+        k2 = k2 * f * f
+        xi = xi + h * jnp.stack(v)
+        for j in range(M - 1):
+            s = jnp.exp(-0.25 * h * v[j + 1])
+            v[j] = (v[j] * s + 0.5 * h * g(j, k2, v)) * s
+        v[M - 1] = v[M - 1] + 0.5 * h * g(M - 1, k2, v)
+        return (k2, scale, xi, jnp.stack(v)), None
 
+    init = (k2_start, jnp.ones((), _ACC), ch.xi, ch.v_xi.astype(_ACC))
+    (k2, scale, xi, v), _ = jax.lax.scan(substep, init, hs)
     p = state.momenta * scale.astype(state.momenta.dtype)
     heat = state.heat + (0.5 * (k2_start - k2)).astype(state.heat.dtype)
-    chain = ch.replace(xi=xi, v_xi=jnp.stack(v).astype(ch.v_xi.dtype))
+    chain = ch.replace(xi=xi, v_xi=v.astype(ch.v_xi.dtype))
     return state.replace(momenta=p, heat=heat, chain=chain)
 
 
@@ -469,7 +469,19 @@ def nvt_nose_hoover_chain(energy_fn: Callable, dt: float, kT: float, tau: float 
 # CSVR (Bussi-Donadio-Parrinello)
 # ---------------------------------------------------------------------------
 
-def _csvr_rescale(state: MDState, c, kT, n_dof):
+def _csvr_draws(key, n_dof, n):
+    """n pairs (R_1, S): R_1 ~ N(0,1) and S ~ chi^2(n_dof - 1) = 2 Gamma((n_dof - 1)/2).
+    One gamma call per step (its sampler is costly to compile)."""
+    k1, k2 = jax.random.split(key)
+    r1 = jax.random.normal(k1, (n,), dtype=_ACC)
+    if n_dof > 1:
+        s = 2.0 * jax.random.gamma(k2, 0.5 * (n_dof - 1), (n,), dtype=_ACC)
+    else:
+        s = jnp.zeros((n,), _ACC)
+    return r1, s
+
+
+def _csvr_rescale(state: MDState, c, kT, n_dof, r1, s):
     """Stochastic velocity rescaling over one thermostat interval with
     c = exp(-interval/tau) (Bussi, Donadio & Parrinello, JCP 126, 014101
     (2007), eq. (A7)): the new kinetic energy is drawn exactly,
@@ -479,24 +491,18 @@ def _csvr_rescale(state: MDState, c, kT, n_dof):
     Kbar = n_dof kT / 2, R_1 ~ N(0,1), S = sum_{i=2}^{n_dof} R_i^2 ~ chi^2(n_dof - 1)
     = 2 Gamma((n_dof - 1)/2). Momenta scale by alpha = sqrt(K'/K) with the
     sign of R_1 + sqrt(c n_dof K / ((1 - c) Kbar)) (paper, appendix)."""
-    key, k1, k2 = jax.random.split(state.key, 3)
     K = kinetic_energy(state)
     kbar = 0.5 * n_dof * kT
-    r1 = jax.random.normal(k1, (), dtype=_ACC)
-    if n_dof > 1:
-        s = 2.0 * jax.random.gamma(k2, 0.5 * (n_dof - 1), dtype=_ACC)
-    else:
-        s = jnp.zeros((), _ACC)
     k_new = (c * K + (1.0 - c) * kbar * (r1 * r1 + s) / n_dof
              + 2.0 * r1 * jnp.sqrt(c * (1.0 - c) * K * kbar / n_dof))
     safe_k = jnp.where(K > 0, K, 1.0)
     alpha = jnp.where(K > 0, jnp.sqrt(k_new / safe_k), 1.0)
     sign_arg = r1 + jnp.sqrt(c * n_dof * K / ((1.0 - c) * kbar))
     alpha = jnp.where(sign_arg < 0, -alpha, alpha)
-    k_after = alpha * alpha * K
+    k_after = jnp.where(K > 0, alpha * alpha * K, K)
     p = state.momenta * alpha.astype(state.momenta.dtype)
-    heat = state.heat + (K - jnp.where(K > 0, k_after, K)).astype(state.heat.dtype)
-    return state.replace(momenta=p, key=key, heat=heat)
+    heat = state.heat + (K - k_after).astype(state.heat.dtype)
+    return state.replace(momenta=p, heat=heat)
 
 
 def nvt_csvr(energy_fn: Callable, dt: float, kT: float, tau: float = 100.0,
@@ -516,9 +522,11 @@ def nvt_csvr(energy_fn: Callable, dt: float, kT: float, tau: float = 100.0,
 
     def step_fn(state: MDState, **kwargs) -> MDState:
         n_dof = n_degrees_of_freedom(state.positions.shape[0], remove_com)
-        state = _csvr_rescale(state, c, kT, n_dof)
+        key, sub = jax.random.split(state.key)
+        r1, s = _csvr_draws(sub, n_dof, 2)
+        state = _csvr_rescale(state.replace(key=key), c, kT, n_dof, r1[0], s[0])
         state = _velocity_verlet(state, dt, eaf, **kwargs)
-        return _csvr_rescale(state, c, kT, n_dof)
+        return _csvr_rescale(state, c, kT, n_dof, r1[1], s[1])
 
     init = _make_init(energy_fn, kT, remove_com)
 
