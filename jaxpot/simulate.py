@@ -296,6 +296,8 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
         nbr_fns = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic, skin=skin,
                                 images=pot.neighbor_images)
         nbr = nbr_fns.allocate(system.positions, system.cell)
+        if nbr.did_overflow():   # the starting forces must come from a complete list
+            nbr = nbr_fns.reallocate(nbr, system.positions, system.cell)
         if meta is not None:
             # the exact saved capacities, so the checkpoint's arrays fit
             nbr = jax.jit(nbr_fns.build, static_argnums=(2, 3))(
