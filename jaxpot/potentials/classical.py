@@ -189,6 +189,13 @@ def nbfix_from_ab(acoef, bcoef):
 # CMAP: periodic bicubic spline, as OpenMM's CMAPTorsionForce
 # ---------------------------------------------------------------------------
 
+def _circulant_spline_inverse(g: int) -> np.ndarray:
+    """Inverse of the (g, g) circulant matrix tridiag(1, 4, 1) of the
+    periodic cubic spline (a constant: grids change, the matrix does not)."""
+    eye = np.eye(g)
+    return np.linalg.inv(4.0 * eye + np.roll(eye, 1, axis=1) + np.roll(eye, -1, axis=1))
+
+
 def _periodic_spline_slopes(y, h, axis):
     """First derivatives at the knots of the periodic cubic spline through
     the values ``y`` on a uniform grid of spacing h along ``axis``.
@@ -200,11 +207,10 @@ def _periodic_spline_slopes(y, h, axis):
     SplineFitter::createPeriodicSpline gives."""
     y = jnp.moveaxis(y, axis, -1)
     g = y.shape[-1]
-    eye = jnp.eye(g, dtype=y.dtype)
-    a = 4.0 * eye + jnp.roll(eye, 1, axis=1) + jnp.roll(eye, -1, axis=1)
+    inv = jnp.asarray(_circulant_spline_inverse(g), dtype=y.dtype)   # symmetric
     nxt = jnp.roll(y, -1, axis=-1)
     rhs = 6.0 * (nxt - 2.0 * y + jnp.roll(y, 1, axis=-1)) / h ** 2
-    m = jnp.linalg.solve(a, rhs.reshape(-1, g).T).T.reshape(rhs.shape)   # A symmetric
+    m = rhs @ inv
     slope = (nxt - y) / h - h * (2.0 * m + jnp.roll(m, -1, axis=-1)) / 6.0
     return jnp.moveaxis(slope, -1, axis)
 
@@ -658,10 +664,11 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
 
     topology: static :class:`Topology`; params: :class:`ForceFieldParams`
     (returned by ``init`` and trainable).
-    cutoff (A): real-space Coulomb cutoff and default LJ cutoff; needed
-        unless ``coulomb == "direct"``.
-    coulomb: "direct" (all pairs, no cutoff, clusters: no neighbor list is
-        used and LJ runs over all pairs too), "cutoff", "ewald", "pme"
+    cutoff (A): real-space Coulomb cutoff and default LJ cutoff. With
+        ``coulomb == "direct"``, or for a cluster (cell None) with neither
+        cutoff nor lj_cutoff, every pair is summed and no neighbor list is
+        used (LJ without cutoff unless lj_cutoff is given).
+    coulomb: "direct" (all pairs, no cutoff, clusters), "cutoff", "ewald", "pme"
         (through :func:`jaxpot.potentials.electrostatics.make_coulomb`), or
         None for no electrostatics.
     lj_cutoff (A): LJ cutoff (default ``cutoff``; None with "direct" means
@@ -688,12 +695,15 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         raise InputError("classical_potential needs ForceFieldParams (see make_params)")
     if coulomb is not None and coulomb not in COULOMB_METHODS:
         raise InputError(f"unknown coulomb method {coulomb!r} (use one of {', '.join(COULOMB_METHODS)} or None)")
-    all_pairs = coulomb == "direct"
-    cutoff = _check_number("cutoff", cutoff, positive=True, allow_none=all_pairs)
+    has_lj = params.lj_sigma is not None
+    cutoff = _check_number("cutoff", cutoff, positive=True, allow_none=True)
     lj_cutoff = _check_number("lj_cutoff", lj_cutoff, positive=True, allow_none=True)
+    # "direct" Coulomb, or a cluster with no cutoff at all, sums every pair
+    # (no neighbor list); everything else reads the context's neighbor list
+    all_pairs = coulomb == "direct" or (cell is None and cutoff is None and lj_cutoff is None)
     if lj_cutoff is None and not all_pairs:
-        if cutoff is None:
-            raise InputError("classical_potential needs a cutoff (A)")
+        if cutoff is None and (has_lj or coulomb is not None):
+            raise InputError("classical_potential needs a cutoff (A) for its nonbonded terms")
         lj_cutoff = cutoff
     switch_distance = _check_number("switch_distance", switch_distance, allow_none=True)
     if switch_distance is not None:
@@ -718,7 +728,6 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         raise InputError("the dispersion correction needs a periodic cell")
     if dispersion_correction and lj_cutoff is None:
         raise InputError("the dispersion correction needs an LJ cutoff")
-    has_lj = params.lj_sigma is not None
     if coulomb is not None and params.charges is None:
         raise InputError(f"coulomb={coulomb!r} needs charges in the parameters")
     if dispersion_correction and not has_lj:
@@ -831,7 +840,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
             raise InputError(f"the force field is for {n} atoms but the system has {system.positions.shape[0]}")
         return params
 
-    if all_pairs:
+    if all_pairs or not (has_lj or coulomb is not None):
         pot_cutoff = 0.0
     else:
         pot_cutoff = max(c for c in (cutoff, lj_cutoff) if c is not None)
@@ -937,8 +946,11 @@ def lj_from_config(config: dict, system: System) -> Potential:
                     nbfix[a, b] = True
                     nb_s[a, b], nb_e[a, b] = pair_params[(sa, sb)]
                 elif sa in missing or sb in missing:
-                    raise InputError(f"lj has no parameters for element {sa if sa in missing else sb} "
-                                     f"(pair {sa}-{sb}): add it to elements or pairs")
+                    if not pair_params:
+                        raise InputError(f"lj has no parameters for element {sb if sb in missing else sa}: "
+                                         "add it to elements")
+                    raise InputError(f"lj has no parameters for the pair {sa}-{sb}: add it to pairs "
+                                     "or give both elements in elements")
         sig_max = max([s for s, _ in el_params.values()] + [s for s, _ in pair_params.values()])
         resolved["combination_rule"] = rule
         if elements:
