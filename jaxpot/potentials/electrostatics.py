@@ -267,9 +267,14 @@ def bspline_weights(t, order: int):
 
 
 def _bspline_at_integers(order: int) -> np.ndarray:
-    """M_n(1), ..., M_n(n-1) in float64 (numpy)."""
-    w = np.asarray(bspline_weights(jnp.zeros((), jnp.float64), order))
-    # w[j] = M_n(j); M_n(0) = 0
+    """M_n(1), ..., M_n(n-1) in float64 numpy (same recursion as
+    :func:`bspline_weights` at t = 0, kept on the host)."""
+    w = np.array([0.0, 1.0])                              # M_2(0), M_2(1)
+    for k in range(3, order + 1):
+        x = np.arange(k, dtype=np.float64)
+        prev = np.concatenate([w, [0.0]])
+        prev_m1 = np.concatenate([[0.0], w])
+        w = (x * prev + (k - x) * prev_m1) / (k - 1)
     return w[1:]
 
 
