@@ -119,15 +119,16 @@ def test_init_draws_velocities_or_uses_given_ones_and_removes_com():
 # Energy conservation and its dt^2 scaling
 # ---------------------------------------------------------------------------
 
-REPLICAS = 4
+REPLICAS = 64
 T_TOTAL = 2000.0   # fs
 
 
 def _conserved_rms(name, dt):
-    """RMS of H(t) - H(0) over a 2 ps run of the LJ cluster at 30 K, over
-    independent replicas (vmapped), plus the final states."""
+    """RMS of H(t) - H(0) over a 2 ps run of the LJ cluster at 30 K
+    (thermostat tau = 50 fs), over independent replicas (vmapped), plus
+    the final states."""
     energy, x0, masses = _lj_cluster()
-    init, step = I.make_integrator(name, energy, dt, KB * 30.0, tau=200.0, remove_com=True)
+    init, step = I.make_integrator(name, energy, dt, KB * 30.0, tau=50.0, remove_com=True)
     keys = jax.random.split(jax.random.PRNGKey(7), REPLICAS)
     s0 = jax.vmap(lambda k: init(k, x0, masses))(keys)
     h0 = jax.vmap(I.conserved_energy)(s0)
@@ -159,12 +160,16 @@ def test_deterministic_integrators_conserved_energy_error_scales_as_dt_squared(c
 def test_stochastic_thermostats_effective_energy_error_scales_as_dt_squared(conserved_runs, name):
     """K + U + heat (Bussi-Parrinello effective energy) changes only by the
     velocity-Verlet splitting error: O(dt^2) at fixed simulated time. The
-    noise changes the trajectory between dt and dt/2, so the ratio of the
-    replica-averaged RMS errors is 4 only within sampling noise
-    (+-35% with 4 replicas of 2 ps)."""
+    noise makes the error a random walk (Bussi & Parrinello, PRE 75, 056707
+    (2007): its growth rate is proportional to dt^2), and changes the
+    trajectory between dt and dt/2, so the ratio of the replica-averaged
+    RMS errors is 4 only within sampling noise. Single replicas scatter by
+    a factor ~2 (heavy-tailed, from close collisions); the ratio over 64
+    replicas is reproducible to about 5-8% (checked on disjoint halves), so
+    the factor 1.3 is about 4 sigma."""
     rms4, e4, _, _ = conserved_runs[name][4.0]
     rms2, _, _, _ = conserved_runs[name][2.0]
-    assert 4.0 / 1.35 < rms4 / rms2 < 4.0 * 1.35, rms4 / rms2
+    assert 4.0 / 1.3 < rms4 / rms2 < 4.0 * 1.3, rms4 / rms2
     # and the error is tiny next to the thermal fluctuations of K + U
     assert rms2 < 1e-3 * np.std(e4)
 
@@ -218,7 +223,7 @@ def test_velocity_verlet_float32_keeps_dtype_and_conserves_energy():
 
 N_OSC = 512
 DT_OSC = 1.0
-STEPS_OSC = 30000
+STEPS_OSC = 20000
 
 
 @pytest.fixture(scope="module")
