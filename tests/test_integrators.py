@@ -106,6 +106,7 @@ def test_maxwell_boltzmann_with_com_removed_samples_3n_minus_3_dof_exactly():
 def test_init_draws_velocities_or_uses_given_ones_and_removes_com():
     energy, x0, masses = _lj_cluster()
     init, _ = I.nve(energy, 2.0, KT300)
+    init = jax.jit(init)
     v = jnp.ones_like(x0) * 0.01
     s = init(jax.random.PRNGKey(0), x0, masses, velocities=v)
     assert float(jnp.max(jnp.abs(jnp.sum(s.momenta, 0)))) < 1e-14   # uniform drift removed
