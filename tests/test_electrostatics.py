@@ -282,7 +282,7 @@ def test_float32_energy_and_forces_agree_with_float64():
 
         def energy(x):
             return coul.energy(x, jnp.asarray(q, dtype), ctx.cell, *pairs(x, ctx))
-        e, g = jax.value_and_grad(energy)(jnp.asarray(pos, dtype))
+        e, g = jax.jit(jax.value_and_grad(energy))(jnp.asarray(pos, dtype))
         assert e.dtype == jnp.float64 and g.dtype == dtype
         out[dtype] = (float(e), np.asarray(g, np.float64))
     # float32 rounding ~1e-7 per term, accumulated over ~1e3 terms
@@ -322,11 +322,11 @@ def test_excluded_pairs_equal_full_ewald_minus_bare_coulomb_exactly():
     i, j, dr, mask = pairs(x, ctx)
     same = (np.asarray(i) // 3 == np.asarray(j) // 3) & (np.linalg.norm(np.asarray(dr), axis=1) < 2.0)
     for method in ("ewald", "pme"):
-        coul = make_coulomb(method, cell, rc, accuracy=1e-6)
-        full = float(coul.energy(x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask))
-        excl = float(coul.energy(x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask & ~jnp.asarray(same),
-                                 excl_i=ei, excl_j=ej, excl_dr=jnp.asarray(edr),
-                                 excl_scale=jnp.zeros(6)))
+        coul = make_coulomb(method, cell, rc, accuracy=1e-5)
+        full = float(jax.jit(coul.energy)(x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask))
+        excl = float(jax.jit(coul.energy_fn(excl_i=ei, excl_j=ej, excl_dr=jnp.asarray(edr),
+                                            excl_scale=jnp.zeros(6)))(
+            x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask & ~jnp.asarray(same)))
         assert excl == pytest.approx(full - bare, rel=1e-12, abs=1e-10)
 
 
@@ -345,8 +345,8 @@ def test_excluded_intramolecular_pairs_approach_direct_intermolecular_sum_in_gro
         ctx = context_for(pos, cell, rc)
         i, j, dr, mask = pairs(x, ctx)
         inter = jnp.asarray(np.asarray(i) // 3 != np.asarray(j) // 3) | (safe_len(dr) > 2.0)
-        e = float(coul.energy(x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask & inter,
-                              excl_i=ei, excl_j=ej, excl_dr=jnp.asarray(edr), excl_scale=jnp.zeros(6)))
+        fn = jax.jit(coul.energy_fn(excl_i=ei, excl_j=ej, excl_dr=jnp.asarray(edr), excl_scale=jnp.zeros(6)))
+        e = float(fn(x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask & inter))
         errors.append(abs(e - direct))
     # 1/L^3 scaling: each doubling divides the error by ~8 (allow 5..11)
     assert 5 < errors[0] / errors[1] < 11 and 5 < errors[1] / errors[2] < 11
@@ -364,14 +364,15 @@ def test_scaled_one_four_pair_is_exact_in_direct_mode():
     pos = rng.uniform(0, 6, (7, 3))
     q = rng.normal(size=7)
     coul = make_coulomb("direct")
-    full = float(coul.energy(jnp.asarray(pos), jnp.asarray(q)))
+    full = float(jax.jit(coul.energy)(jnp.asarray(pos), jnp.asarray(q)))
     i, j = all_pairs(7)
     keep = ~((i == 0) & (j == 3))
     x = jnp.asarray(pos)
     dr = x[j[keep]] - x[i[keep]]
     scale = 0.8333
-    e = float(coul.energy(x, jnp.asarray(q), None, i[keep], j[keep], dr, jnp.ones(keep.sum(), bool),
-                          excl_i=[0], excl_j=[3], excl_dr=(x[3] - x[0])[None], excl_scale=jnp.asarray([scale])))
+    fn = jax.jit(coul.energy_fn(excl_i=jnp.asarray([0]), excl_j=jnp.asarray([3]), excl_dr=(x[3] - x[0])[None],
+                                excl_scale=jnp.asarray([scale])))
+    e = float(fn(x, jnp.asarray(q), None, i[keep], j[keep], dr, jnp.ones(keep.sum(), bool)))
     r03 = np.linalg.norm(pos[3] - pos[0])
     assert e == pytest.approx(full - (1 - scale) * KE * q[0] * q[3] / r03, rel=1e-13)
     # and the direct sum itself equals a plain double loop
@@ -391,7 +392,7 @@ def test_excluded_pair_at_zero_separation_has_finite_energy_and_gradient():
                            jnp.zeros(0, bool), excl_i=[0], excl_j=[1], excl_dr=(x[1] - x[0])[None],
                            excl_scale=jnp.zeros(1))
     x = jnp.asarray([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
-    e, g = jax.value_and_grad(energy)(x)
+    e, g = jax.jit(jax.value_and_grad(energy))(x)
     assert np.isfinite(float(e)) and np.all(np.isfinite(np.asarray(g)))
     # a zero-dipole pair at one point: recip + self + correction cancel
     assert float(e) == pytest.approx(0.0, abs=1e-9)
@@ -429,10 +430,11 @@ def test_gaussian_charges_direct_and_ewald():
     x = jnp.asarray(pos)
     # direct: equals the double loop with erf(r/gamma)/r; zero widths = point charges
     d = make_coulomb("direct")
+    direct = jax.jit(lambda w: d.energy(x, jnp.asarray(q), widths=w))
     loop = KE * sum(q[a] * q[b] * math.erf(np.linalg.norm(pos[a] - pos[b]) / math.hypot(widths[a], widths[b]))
                     / np.linalg.norm(pos[a] - pos[b]) for a in range(10) for b in range(a + 1, 10))
-    assert float(d.energy(x, jnp.asarray(q), widths=jnp.asarray(widths))) == pytest.approx(loop, rel=1e-13)
-    assert float(d.energy(x, jnp.asarray(q), widths=jnp.zeros(10))) == float(d.energy(x, jnp.asarray(q)))
+    assert float(direct(jnp.asarray(widths))) == pytest.approx(loop, rel=1e-13)
+    assert float(direct(jnp.zeros(10))) == pytest.approx(float(jax.jit(d.energy)(x, jnp.asarray(q))), rel=1e-14)
     # Ewald/PME: E_gauss - E_point = ke sum_{pairs, images} q q [erf(r/g) - 1]/r,
     # a short-ranged sum (erfc(5 A / 1.13 A) < 1e-9) done by brute force
     ctx = context_for(pos, cell, rc)
@@ -445,10 +447,11 @@ def test_gaussian_charges_direct_and_ewald():
     delta = -KE * np.sum((q[ii] * q[jj] * erfc(r / gam) / r)[ok])
     for method in ("ewald", "pme"):
         c = tight(method, cell, rc)
-        ep = float(c.energy(x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask))
-        eg = float(c.energy(x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask, widths=jnp.asarray(widths)))
+        fn = jax.jit(lambda w: c.energy(x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask, widths=w))
+        ep = float(jax.jit(c.energy)(x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask))
+        eg = float(fn(jnp.asarray(widths)))
         assert eg - ep == pytest.approx(delta, rel=1e-8, abs=1e-9)
-        e0 = float(c.energy(x, jnp.asarray(q), jnp.asarray(cell), i, j, dr, mask, widths=jnp.zeros(10)))
+        e0 = float(fn(jnp.zeros(10)))
         assert e0 == pytest.approx(ep, rel=1e-14)
 
 
@@ -463,7 +466,7 @@ def test_gaussian_charges_on_top_of_each_other_are_finite_with_finite_forces():
         return c.energy(x, q, jnp.asarray(cell), jnp.asarray([0]), jnp.asarray([1]), dr, jnp.asarray([True]),
                         widths=w)
     x = jnp.asarray([[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]])
-    e, g = jax.value_and_grad(energy)(x)
+    e, g = jax.jit(jax.value_and_grad(energy))(x)
     assert np.isfinite(float(e)) and np.all(np.isfinite(np.asarray(g)))
     # overlapping opposite Gaussians: pair energy -ke 2/(sqrt(pi) gamma), and
     # the zero-dipole periodic remainder vanishes; net force zero by symmetry
@@ -502,8 +505,7 @@ def test_charged_cell_rejected_when_asked():
     assert np.isnan(float(e))
     # a neutral cell passes
     pos2 = jnp.asarray([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
-    ctx2 = context_for(pos2, cell, 5.0)
-    assert np.isfinite(float(c.energy(pos2, jnp.asarray([1.0, -1.0]), jnp.asarray(cell), *pairs(pos2, ctx2))))
+    assert np.isfinite(periodic_energy(c, pos2, [1.0, -1.0], cell, 5.0))
 
 
 # --------------------------------------------------------------------------

@@ -343,6 +343,7 @@ class Coulomb:
         if charges.ndim != 1 or charges.shape[0] != positions.shape[0]:
             raise InputError(f"charges must have shape ({positions.shape[0]},) to match positions, "
                              f"got {charges.shape}")
+        self._check_neutral_on_host(charges)
         if widths is not None:
             widths = jnp.asarray(widths, dtype=positions.dtype)
             if widths.shape != charges.shape:
@@ -433,12 +434,21 @@ class Coulomb:
         e = e_self + e_bg
         if self.neutral == "reject":
             tol = 1e-5 * esum(jnp.abs(charges)) + 1e-8
-            if not isinstance(charges, jax.core.Tracer):
-                if abs(float(q)) > float(tol):
-                    raise InputError(f"the cell carries a net charge of {float(q):.6g} e; "
-                                     "Ewald/PME need a neutral cell (or neutral='background')")
             e = jnp.where(jnp.abs(q) > tol, jnp.nan, e)
         return e
+
+    def _check_neutral_on_host(self, charges):
+        """Raise InputError for a charged cell when neutral='reject' and the
+        charges are concrete (under jit the energy becomes NaN instead)."""
+        if self.neutral != "reject" or self.method not in ("ewald", "pme"):
+            return
+        if isinstance(charges, jax.core.Tracer):
+            return
+        c = np.asarray(charges, dtype=np.float64)
+        q = float(c.sum())
+        if abs(q) > 1e-5 * float(np.abs(c).sum()) + 1e-8:
+            raise InputError(f"the cell carries a net charge of {q:.6g} e; "
+                             "Ewald/PME need a neutral cell (or neutral='background')")
 
     def _ewald_reciprocal(self, positions, charges, cell):
         recip = 2.0 * jnp.pi * jnp.linalg.inv(cell).T              # rows b_a, 1/A
