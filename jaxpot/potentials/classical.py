@@ -55,44 +55,46 @@ def _safe_atan2(y, x):
     return jnp.where(bad, 0.0, jnp.arctan2(jnp.where(bad, 0.0, y), jnp.where(bad, 1.0, x)))
 
 
-def minimum_image_vectors(dr, cell, periodic: bool):
+def minimum_image_vectors(dr, cell, periodic: bool, inv=None):
     """Minimum-image displacements (..., 3) A by rounding fractional
     coordinates (cell rows are lattice vectors); unchanged when not periodic.
+    ``inv``: inv(cell) if already at hand (one inverse per energy call).
 
     Bonded terms use it so that molecules may be split across the box."""
     if not periodic:
         return dr
-    inv = jnp.linalg.inv(cell)
+    if inv is None:
+        inv = jnp.linalg.inv(cell)
     f = dr @ inv
     return (f - jnp.round(f)) @ cell
 
 
-def bond_lengths(positions, idx, cell=None, periodic: bool = False):
+def bond_lengths(positions, idx, cell=None, periodic: bool = False, inv=None):
     """|r_b - r_a| (A) for index pairs ``idx`` (B, 2)."""
-    d = minimum_image_vectors(positions[idx[:, 1]] - positions[idx[:, 0]], cell, periodic)
+    d = minimum_image_vectors(positions[idx[:, 1]] - positions[idx[:, 0]], cell, periodic, inv)
     return safe_norm(d)
 
 
-def angle_values(positions, idx, cell=None, periodic: bool = False):
+def angle_values(positions, idx, cell=None, periodic: bool = False, inv=None):
     """Angles a-b-c (rad, in [0, pi]) at vertex b for triples ``idx`` (A, 3).
 
     theta = atan2(|u x v|, u . v) is accurate near 0 and pi, unlike acos,
     and with a safe norm its gradient stays finite for collinear atoms."""
-    u = minimum_image_vectors(positions[idx[:, 0]] - positions[idx[:, 1]], cell, periodic)
-    v = minimum_image_vectors(positions[idx[:, 2]] - positions[idx[:, 1]], cell, periodic)
+    u = minimum_image_vectors(positions[idx[:, 0]] - positions[idx[:, 1]], cell, periodic, inv)
+    v = minimum_image_vectors(positions[idx[:, 2]] - positions[idx[:, 1]], cell, periodic, inv)
     return _safe_atan2(safe_norm(jnp.cross(u, v)), jnp.sum(u * v, axis=-1))
 
 
-def dihedral_values(positions, idx, cell=None, periodic: bool = False):
+def dihedral_values(positions, idx, cell=None, periodic: bool = False, inv=None):
     """Dihedral angles a-b-c-d (rad, in (-pi, pi], IUPAC sign: trans = pi)
     for quadruples ``idx`` (D, 4).
 
     phi = atan2(|b2| b1 . (b2 x b3), (b1 x b2) . (b2 x b3)) with b1 = r_b - r_a,
     b2 = r_c - r_b, b3 = r_d - r_c (Blondel & Karplus, J. Comput. Chem. 17,
     1132 (1996)); no division, so collinear atoms give finite gradients."""
-    b1 = minimum_image_vectors(positions[idx[:, 1]] - positions[idx[:, 0]], cell, periodic)
-    b2 = minimum_image_vectors(positions[idx[:, 2]] - positions[idx[:, 1]], cell, periodic)
-    b3 = minimum_image_vectors(positions[idx[:, 3]] - positions[idx[:, 2]], cell, periodic)
+    b1 = minimum_image_vectors(positions[idx[:, 1]] - positions[idx[:, 0]], cell, periodic, inv)
+    b2 = minimum_image_vectors(positions[idx[:, 2]] - positions[idx[:, 1]], cell, periodic, inv)
+    b3 = minimum_image_vectors(positions[idx[:, 3]] - positions[idx[:, 2]], cell, periodic, inv)
     n1 = jnp.cross(b1, b2)
     n2 = jnp.cross(b2, b3)
     x = jnp.sum(n1 * n2, axis=-1)
@@ -740,6 +742,13 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
     type_counts = np.bincount(topology.atom_types, minlength=topology.n_types)
     per = jnp.asarray(topology.torsion_periodicity)
     cmap_groups = [(m, np.nonzero(topology.cmap_map == m)[0]) for m in np.unique(topology.cmap_map)]
+    # every dihedral of every term in one batch (one small graph to compile):
+    # rows [0, D) torsions, [D, D+I) impropers, then first and second CMAP dihedrals
+    n_tor, n_imp, n_cm = len(topology.torsions), len(topology.impropers), len(topology.cmap)
+    all_dihedrals = np.concatenate([topology.torsions, topology.impropers,
+                                    topology.cmap[:, :4], topology.cmap[:, 4:]]).astype(np.int32)
+    n_bond = len(topology.bonds)
+    all_bonds = np.concatenate([topology.bonds, topology.urey_bradley]).astype(np.int32)
     if all_pairs:
         tri_i, tri_j = np.triu_indices(n, 1)
         excl_set = {(min(a, b), max(a, b)) for a, b in excl_all.tolist()}
@@ -752,14 +761,14 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         coul = make_coulomb(coulomb, None if cell is None else np.asarray(cell, np.float64),
                             cutoff, accuracy=accuracy, **dict(coulomb_options or {}))
 
-    def nonbonded_pairs(positions, context):
+    def nonbonded_pairs(positions, context, inv):
         if all_pairs:
             dr = positions[tri_j] - positions[tri_i]
             return tri_i, tri_j, dr, tri_keep
         i, j, dr, mask = pairs(positions, context)
         listed = jnp.any(excl_table[i] == j[:, None], axis=1)
         if periodic:
-            f = dr @ jnp.linalg.inv(context.cell)
+            f = dr @ inv
             at_min_image = jnp.all(jnp.abs(f) < 0.5, axis=-1)
             listed = listed & at_min_image
         return i, j, dr, mask & ~listed
@@ -768,32 +777,35 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         dtype = positions.dtype
         p = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
         c = context.cell.astype(dtype)
+        inv = jnp.linalg.inv(c) if periodic else None
         e = jnp.zeros((), jnp.float64)
         top = topology
-        if len(top.bonds):
-            e += esum(harmonic_bond_energy(bond_lengths(positions, top.bonds, c, periodic), p.bond_k, p.bond_r0))
-        if len(top.urey_bradley):
-            e += esum(harmonic_bond_energy(bond_lengths(positions, top.urey_bradley, c, periodic), p.ub_k, p.ub_r0))
+        if len(all_bonds):
+            r = bond_lengths(positions, all_bonds, c, periodic, inv)
+            if n_bond:
+                e += esum(harmonic_bond_energy(r[:n_bond], p.bond_k, p.bond_r0))
+            if len(top.urey_bradley):
+                e += esum(harmonic_bond_energy(r[n_bond:], p.ub_k, p.ub_r0))
         if len(top.angles):
-            e += esum(harmonic_angle_energy(angle_values(positions, top.angles, c, periodic), p.angle_k, p.angle_theta0))
-        if len(top.torsions):
-            phi = dihedral_values(positions, top.torsions, c, periodic)
-            e += esum(periodic_torsion_energy(phi, p.torsion_k, per, p.torsion_phase))
-        if len(top.impropers):
-            phi = dihedral_values(positions, top.impropers, c, periodic)
-            e += esum(harmonic_improper_energy(phi, p.improper_k, p.improper_phi0))
-        for m, rows in cmap_groups:
-            idx = top.cmap[rows]
-            phi = dihedral_values(positions, idx[:, :4], c, periodic)
-            psi = dihedral_values(positions, idx[:, 4:], c, periodic)
-            e += esum(cmap_energy(phi, psi, p.cmap_grids[int(m)]))
+            e += esum(harmonic_angle_energy(angle_values(positions, top.angles, c, periodic, inv), p.angle_k, p.angle_theta0))
+        if len(all_dihedrals):
+            phi = dihedral_values(positions, all_dihedrals, c, periodic, inv)
+            if n_tor:
+                e += esum(periodic_torsion_energy(phi[:n_tor], p.torsion_k, per, p.torsion_phase))
+            if n_imp:
+                e += esum(harmonic_improper_energy(phi[n_tor:n_tor + n_imp], p.improper_k, p.improper_phi0))
+            cm_phi = phi[n_tor + n_imp:n_tor + n_imp + n_cm]
+            cm_psi = phi[n_tor + n_imp + n_cm:]
+            for m, rows in cmap_groups:
+                e += esum(cmap_energy(cm_phi[rows], cm_psi[rows], p.cmap_grids[int(m)]))
 
         if not has_lj and coul is None:
             return e
-        i, j, dr, mask = nonbonded_pairs(positions, context)
-        r = safe_norm(dr)
+        i, j, dr, mask = nonbonded_pairs(positions, context, inv)
         if has_lj:
             sig_t, eps_t = _lj_tables(top, p)
+        r = safe_norm(dr)
+        if has_lj:
             ti, tj = types[i], types[j]
             sig, eps = sig_t[ti, tj], eps_t[ti, tj]
             lj_mask = mask if lj_cutoff is None else mask & (r < lj_cutoff)
@@ -812,19 +824,18 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
             kw = {}
             if len(excl_all):
                 ei, ej = jnp.asarray(excl_all[:, 0]), jnp.asarray(excl_all[:, 1])
-                edr = minimum_image_vectors(positions[ej] - positions[ei], c, periodic)
+                edr = minimum_image_vectors(positions[ej] - positions[ei], c, periodic, inv)
                 kw = dict(excl_i=ei, excl_j=ej, excl_dr=edr, excl_scale=jnp.zeros(len(excl_all), dtype))
             cmask = mask if (all_pairs or cutoff is None) else mask & (r < cutoff)
             e += jnp.asarray(coul.energy(positions, q, c, i, j, dr, cmask, **kw), jnp.float64)
         if len(top.pairs14):
             a, b = top.pairs14[:, 0], top.pairs14[:, 1]
-            r14 = safe_norm(minimum_image_vectors(positions[b] - positions[a], c, periodic))
+            r14 = safe_norm(minimum_image_vectors(positions[b] - positions[a], c, periodic, inv))
             if p.pair14_chargeprod is not None:
                 qq, s14, e14 = p.pair14_chargeprod, p.pair14_sigma, p.pair14_epsilon
             else:
                 qq = None if p.charges is None else top.coulomb14_scale * p.charges[a] * p.charges[b]
                 if has_lj:
-                    sig_t, eps_t = _lj_tables(top, p)
                     s14 = sig_t[types[a], types[b]]
                     e14 = top.lj14_scale * eps_t[types[a], types[b]]
                 else:
