@@ -32,8 +32,9 @@ Methods (:class:`Coulomb`, built by :func:`make_coulomb`):
         E_bg    = -ke pi Q^2/(2 V alpha^2)   (Q = sum_i q_i; a uniform
                   neutralising background, which makes E independent of alpha
                   for a charged cell; Hub et al., JCTC 10, 381 (2014))
-    The reciprocal sum runs over the half space of integer m (S(-k) = S(k)*)
-    with a dense (sites x k-vectors) phase matrix.
+    The reciprocal sum runs over the half space of integer m (S(-k) = S(k)*);
+    S(k) on the box of m comes from per-axis phase tables contracted by a
+    matrix product (no per-k transcendental functions).
 ``"pme"``
     Smooth particle-mesh Ewald (Essmann et al., JCP 103, 8577 (1995)): the
     same E_real, E_self, E_bg, and E_recip from charges spread on a K1xK2xK3
@@ -301,7 +302,8 @@ class Coulomb:
     method: "direct" | "cutoff" | "ewald" | "pme".
     cutoff: real-space cutoff, A (unused by "direct").
     alpha: Ewald splitting parameter, 1/A (Ewald/PME).
-    kvectors: (K, 3) integer m of the half-space Ewald sum (Ewald).
+    kvectors: (K, 3) integer m of the half-space Ewald sum (Ewald);
+    kweights: the same set as weights on the m_1 >= 0 box (Ewald).
     kmax: (3,) largest |m_a| (Ewald).
     grid: (K1, K2, K3) PME grid; order: B-spline order (PME).
     cutoff_scheme, dielectric: "cutoff" variants (see module docstring).
@@ -316,6 +318,7 @@ class Coulomb:
     alpha: float = 0.0
     kmax: tuple = (0, 0, 0)
     kvectors: Optional[np.ndarray] = None
+    kweights: Optional[np.ndarray] = field(default=None, repr=False)
     grid: tuple = (0, 0, 0)
     order: int = 5
     cutoff_scheme: str = "plain"
@@ -451,17 +454,35 @@ class Coulomb:
                              "Ewald/PME need a neutral cell (or neutral='background')")
 
     def _ewald_reciprocal(self, positions, charges, cell):
-        recip = 2.0 * jnp.pi * jnp.linalg.inv(cell).T              # rows b_a, 1/A
-        m = jnp.asarray(self.kvectors, dtype=positions.dtype)
-        k = m @ recip                                              # (K, 3)
-        k2 = jnp.sum(k * k, axis=-1)
+        # exp(i k.r) = prod_a exp(2 pi i m_a f_a) with f = r @ inv(cell), so the
+        # structure factor on the box of m is a tensor contraction of three
+        # per-axis phase tables (S x (2 kmax_a + 1)): a matrix product instead
+        # of S x K transcendental evaluations. Only m_1 >= 0 is formed
+        # (S(-m) = S(m)*); self.kweights holds 2 for m_1 > 0, 1 for m_1 = 0,
+        # 0 for m = 0 and outside the k-sphere.
+        k1, k2, k3 = self.kmax
+        inv = jnp.linalg.inv(cell)
+        theta = 2.0 * jnp.pi * (positions @ inv)                  # (S, 3)
+        ctype = jnp.complex128 if positions.dtype == jnp.float64 else jnp.complex64
+        m1 = jnp.arange(0, k1 + 1, dtype=positions.dtype)
+        m2 = jnp.arange(-k2, k2 + 1, dtype=positions.dtype)
+        m3 = jnp.arange(-k3, k3 + 1, dtype=positions.dtype)
+        e1 = jnp.exp(1j * (theta[:, 0:1] * m1)).astype(ctype)    # (S, k1+1)
+        e2 = jnp.exp(1j * (theta[:, 1:2] * m2)).astype(ctype)    # (S, 2k2+1)
+        e3 = jnp.exp(1j * (theta[:, 2:3] * m3)).astype(ctype)    # (S, 2k3+1)
+        t12 = (charges.astype(ctype)[:, None, None] * e1[:, :, None] * e2[:, None, :])
+        sk = jnp.einsum("iab,ic->abc", t12, e3)                   # (k1+1, 2k2+1, 2k3+1)
+        power = jnp.real(sk) ** 2 + jnp.imag(sk) ** 2
+        mint = np.stack(np.meshgrid(np.arange(0, k1 + 1), np.arange(-k2, k2 + 1), np.arange(-k3, k3 + 1),
+                                    indexing="ij"), axis=-1).astype(np.float64)
+        kvec = 2.0 * jnp.pi * (jnp.asarray(mint, positions.dtype) @ inv.T)   # 1/A
+        k2sq = jnp.sum(kvec * kvec, axis=-1)
+        w = jnp.asarray(self.kweights, positions.dtype)
+        k2safe = jnp.where(w > 0, k2sq, 1.0)
         vol = jnp.abs(jnp.linalg.det(cell))
-        # half space: every k stands for k and -k, hence 2 x (4 pi / k^2) / (2V)
-        coef = 4.0 * jnp.pi / vol * jnp.exp(-k2 / (4.0 * self.alpha ** 2)) / k2
-        phase = positions @ k.T                                    # (S, K)
-        s_re = charges @ jnp.cos(phase)
-        s_im = charges @ jnp.sin(phase)
-        return KE * esum(coef * (s_re * s_re + s_im * s_im))
+        # E = ke/(2V) sum_{k != 0} 4 pi/k^2 exp(-k^2/(4 alpha^2)) |S(k)|^2
+        coef = w * 2.0 * jnp.pi / vol * jnp.exp(-k2safe / (4.0 * self.alpha ** 2)) / k2safe
+        return KE * esum(coef * power)
 
     def _pme_reciprocal(self, positions, charges, cell):
         n = self.order
@@ -560,7 +581,14 @@ def make_coulomb(method: str, cell=None, cutoff: float = 0.0, *, accuracy: float
         if kcut is not None:
             k = 2.0 * np.pi * mvec @ np.linalg.inv(cell_np).T
             mvec = mvec[np.linalg.norm(k, axis=1) <= kcut * (1 + 1e-12)]
-        return Coulomb(kmax=tuple(km), kvectors=mvec, **common)
+        weights = np.zeros((km[0] + 1, 2 * km[1] + 1, 2 * km[2] + 1))
+        mi = mvec.astype(int)
+        # kept half-space vectors: m_1 > 0 stands for +-m (weight 2); on the
+        # m_1 = 0 plane both m and -m are in the box, each with weight 1
+        weights[mi[:, 0], mi[:, 1] + km[1], mi[:, 2] + km[2]] = np.where(mi[:, 0] > 0, 2.0, 1.0)
+        plane = mi[:, 0] == 0
+        weights[0, -mi[plane, 1] + km[1], -mi[plane, 2] + km[2]] = 1.0
+        return Coulomb(kmax=tuple(km), kvectors=mvec, kweights=weights, **common)
     # pme
     if not (3 <= int(order) <= 12):
         raise InputError(f"PME spline order must be between 3 and 12, got {order}")
