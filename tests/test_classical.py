@@ -566,6 +566,8 @@ def test_molecule_energy_is_translation_rotation_and_permutation_invariant(full_
     pot2 = cl.classical_potential(top2, p2, coulomb="direct")
     e2 = jax.jit(pot2.energy)(p2, jnp.asarray(pos[inv]), NO_CTX)
     assert abs(float(e2 - e0)) < 1e-12 * max(1.0, abs(float(e0)))
+    # fixed force-field charges are reported as the model's charges
+    np.testing.assert_array_equal(np.asarray(pot.charges(p, jnp.asarray(pos), NO_CTX)), np.asarray(p.charges))
 
 
 def test_molecule_split_across_periodic_boundary_has_same_energy_as_whole_with_ewald():
@@ -656,9 +658,12 @@ def test_resolved_lj_config_has_defaults_filled_in():
     assert pot.config == {"kind": "lj", "epsilon": 0.01, "sigma": 3.4, "cutoff": 2.5 * 3.4,
                           "shift": False, "dispersion_correction": False}
     assert pot.cutoff == pytest.approx(8.5)
-    # the resolved config builds the same potential
-    again = cl.lj_from_config(pot.config, sys)
-    assert again.config == pot.config
+    # the resolved config builds the same potential, also through the registry
+    from jaxpot.potentials import build_potential
+    again = build_potential(pot.config, sys)
+    assert again.config == pot.config and again.name == "lj"
+    tether = build_potential({"kind": "harmonic", "k": 1.5}, sys)
+    assert tether.config == {"kind": "harmonic", "k": 1.5}
 
 
 @pytest.mark.parametrize("cfg, message", [
