@@ -75,6 +75,10 @@ def image_shifts(cell, cutoff: float, pbc: bool, images: str = "all") -> np.ndar
     return np.asarray(sorted(grid, key=lambda s: (np.abs(s).sum(), s)), dtype=np.float64)
 
 
+def _round_up(x, step: int) -> int:
+    return int(-(-int(np.ceil(x)) // step) * step)
+
+
 def _lex_positive(s):
     """True for image offsets s > 0 in lexicographic order (one of s, -s)."""
     return (s[..., 0] > 0) | ((s[..., 0] == 0) & ((s[..., 1] > 0) | ((s[..., 1] == 0) & (s[..., 2] > 0))))
@@ -101,6 +105,10 @@ class NeighborListFns:
     block: int
     capacity_multiplier: float
     _shifts: np.ndarray
+
+    def __post_init__(self):
+        # one jitted builder per instance, so repeated allocations reuse compilations
+        object.__setattr__(self, "_build_jit", jax.jit(self.build, static_argnums=(2, 3)))
 
     def build(self, positions, cell, capacity: int, row_capacity: int, prev=None) -> NeighborList:
         """Pure build at fixed capacities (jit-able)."""
@@ -173,14 +181,16 @@ class NeighborListFns:
         positions = jnp.asarray(positions)
         n = positions.shape[0]
         m = self._shifts.shape[0]
-        # first pass at the largest possible row capacity to count
-        probe = jax.jit(self.build, static_argnums=(2, 3))(positions, cell, 1, n * m)
+        # first pass at the largest possible row capacity, only to count
+        probe = self._build_jit(positions, cell, 1, n * m)
         need_rows = int(probe.max_row)
         need_pairs = int(probe.n_pairs)
-        rc = max(int(np.ceil(need_rows * self.capacity_multiplier)) + 4, row_capacity or 0)
+        # capacities rounded up to coarse steps, so that small changes in the
+        # pair count do not change shapes (and force recompilation)
+        rc = max(_round_up(need_rows * self.capacity_multiplier + 4, 8), row_capacity or 0)
         rc = min(rc, n * m)
-        cap = max(int(np.ceil(need_pairs * self.capacity_multiplier)) + 8, capacity or 0)
-        return jax.jit(self.build, static_argnums=(2, 3))(positions, cell, cap, rc)
+        cap = max(_round_up(need_pairs * self.capacity_multiplier + 8, 256), capacity or 0)
+        return self._build_jit(positions, cell, cap, rc)
 
     def reallocate(self, nbr: NeighborList, positions, cell) -> NeighborList:
         """A larger list after an overflow (host)."""

@@ -300,8 +300,8 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
             nbr = nbr_fns.reallocate(nbr, system.positions, system.cell)
         if meta is not None:
             # the exact saved capacities, so the checkpoint's arrays fit
-            nbr = jax.jit(nbr_fns.build, static_argnums=(2, 3))(
-                system.positions, system.cell, int(meta["nbr_capacity"]), int(meta["nbr_row_capacity"]))
+            nbr = nbr_fns._build_jit(system.positions, system.cell, int(meta["nbr_capacity"]),
+                                     int(meta["nbr_row_capacity"]))
 
     if md["ensemble"] == "pimd":
         engine, elements, n_dof = pimd_engine(pot, params, system, context, md)

@@ -44,9 +44,18 @@ class JaxpotCalculator(Calculator):
         raise InputError("OpenMM import is not available in this version of jaxpot yet")
 
     def _setup(self, atoms):
-        key = (tuple(atoms.numbers), tuple(atoms.pbc), tuple(np.round(atoms.cell.array, 10).ravel()))
+        # Small cell changes (finite-difference stress, gentle cell relaxation)
+        # keep the potential, so the energy stays a smooth function of the cell:
+        # rebuilding would re-select Ewald k-vectors / PME grids and neighbor
+        # image sets, which are piecewise constant in the cell.
+        key = (tuple(atoms.numbers), tuple(atoms.pbc))
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
         if key == self._key:
-            return
+            scale = max(float(np.abs(self._cell0).max()), 1.0)
+            if np.abs(cell - self._cell0).max() <= 1e-2 * scale:
+                self.system = self.system.replace(cell=jnp.asarray(cell, dtype=self.dtype))
+                self._nbr_state = None   # shifts were computed in the old cell
+                return
         system = from_ase(atoms, dtype=self.dtype)
         if isinstance(self.spec, Potential):
             pot = self.spec
@@ -56,12 +65,17 @@ class JaxpotCalculator(Calculator):
         self.potential, self.params, self.system = pot, params, system
         self._nbr = None
         if pot.cutoff > 0:
+            # the skin lets the image set cover cells within 1% of this one
             self._nbr = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic,
-                                      skin=0.0, images=pot.neighbor_images)
+                                      skin=0.5, images=pot.neighbor_images)
+        self._nbr_state = None
+        if self._nbr is not None:
+            self._update = jax.jit(self._nbr.update)
         self._efs = jax.jit(energy_forces_stress(pot))
         self._ef = jax.jit(energy_and_forces(pot))
         self._charges = jax.jit(pot.charges) if pot.charges is not None else None
         self._key = key
+        self._cell0 = cell
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -70,7 +84,14 @@ class JaxpotCalculator(Calculator):
         cell = self.system.cell
         nbr = None
         if self._nbr is not None:
-            nbr = self._nbr.allocate(pos, cell)
+            # reuse the list while atoms stay within the skin; reallocate on overflow
+            if self._nbr_state is None or self._nbr_state.capacity == 0:
+                nbr = self._nbr.allocate(pos, cell)
+            else:
+                nbr = self._update(pos, self._nbr_state, cell)
+                if nbr.did_overflow():
+                    nbr = self._nbr.allocate(pos, cell)
+            self._nbr_state = nbr
         ctx = Context(species=self.system.species, cell=cell, neighbors=nbr, charges=self.system.charges)
         if self.system.periodic:
             e, f, s = self._efs(self.params, pos, ctx)
