@@ -38,7 +38,7 @@ from flax import struct
 from .. import units
 from ..space import volume
 from ..system import InputError, System
-from .base import Context, Potential, esum, pairs, safe_norm
+from .base import Potential, esum, pairs, safe_norm
 
 COMBINATION_RULES = ("lorentz-berthelot", "geometric")
 COULOMB_METHODS = ("direct", "cutoff", "ewald", "pme")
