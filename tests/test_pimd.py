@@ -44,13 +44,21 @@ except Exception:  # pragma: no cover - depends on the other module's progress
     _shared_block_average = None
 
 
-def _block_average(x, n_blocks=40):
+def _fixed_block_average(x, n_blocks=40):
     """Mean and standard error of a correlated series from n_blocks equal
-    blocks (blocks long compared with the correlation time)."""
+    blocks (blocks long compared with the correlation time); fallback."""
     x = np.asarray(x, dtype=np.float64)
     n = len(x) // n_blocks * n_blocks
     b = x[:n].reshape(n_blocks, -1).mean(axis=1)
     return b.mean(), b.std(ddof=1) / np.sqrt(n_blocks)
+
+
+def _block_average(x):
+    """(mean, sem): automatic Flyvbjerg-Petersen blocking from
+    jaxpot.dynamics.observables when available, else 40 fixed blocks."""
+    if _shared_block_average is not None:
+        return _shared_block_average(np.asarray(x, dtype=np.float64))
+    return _fixed_block_average(x)
 
 
 # --------------------------------------------------------------------------

@@ -344,6 +344,10 @@ def _remove_centroid_com(p_nm, masses):
 # The integrator
 # --------------------------------------------------------------------------
 
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
 def _check_positive(name, value, unit):
     try:
         v = float(value)
@@ -472,9 +476,10 @@ def pimd(energy_fn: Optional[Callable], dt: float, kT: float, n_beads: int, *,
         n = positions.shape[1]
         if masses.shape != (n,):
             raise InputError(f"masses must have shape ({n},) to match positions, got {masses.shape}")
-        if not bool(jnp.all(jnp.isfinite(positions))):
+        # value checks only on concrete inputs, so init_fn stays jit/vmap-able
+        if _concrete(positions) and not bool(jnp.all(jnp.isfinite(positions))):
             raise InputError("positions contain non-finite values")
-        if not bool(jnp.all(jnp.isfinite(masses) & (masses > 0))):
+        if _concrete(masses) and not bool(jnp.all(jnp.isfinite(masses) & (masses > 0))):
             raise InputError("masses must be positive and finite (amu)")
         kT_arr = jnp.asarray(kT, dtype)
         key, k_p, k_q = jax.random.split(key, 3)
