@@ -169,15 +169,19 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
         q = charges_of(params, positions.dtype)
         rc2 = cutoff ** 2
         if periodic or context.neighbors is not None:
-            i, j, dr, mask = pairs(positions, context)
-            shift = context.neighbors.shifts
-            intra = (mol_of_j[i] == mol_of_j[j]) & jnp.all(shift == 0, axis=-1)
+            nbr = context.neighbors
+            i, j, mask = nbr.idx[0], nbr.idx[1], nbr.mask
+            # gathers of (N, 3) arrays only: XLA's CPU gather/scatter (the
+            # gradient of a gather) is several times slower on wider rows
+            image = nbr.shifts.astype(positions.dtype) @ cell
+            dr = positions[j] - positions[i] + image
+            sdr = sites[j] - sites[i] + image
+            intra = (mol_of_j[i] == mol_of_j[j]) & jnp.all(nbr.shifts == 0, axis=-1)
             # O-O Lennard-Jones on atom positions
             r2 = jnp.sum(dr * dr, axis=-1)
             lj_mask = mask & is_o_j[i] & is_o_j[j] & (r2 < rc2) & ~intra
             sr6 = (params["sigma"] ** 2 / jnp.where(lj_mask, r2, 1.0)) ** 3
             e = e + esum(jnp.where(lj_mask, 4.0 * params["epsilon"] * (sr6 * sr6 - sr6), 0.0))
-            sdr = dr + sites[j] - positions[j] - (sites[i] - positions[i])
             cmask = mask & ~intra & (jnp.sum(sdr * sdr, axis=-1) < rc2)
             sdr = jnp.where(cmask[:, None], sdr, jnp.asarray([1e3, 0.0, 0.0], sdr.dtype))
         else:
