@@ -54,6 +54,8 @@ MD_DEFAULTS = {
     "block_steps": 1000,           # steps per jit-compiled block (rounded to rows)
     "remove_com": None,            # default: when the potential is translation invariant (classical)
     "min_distance": 0.5,           # A, sanity check on the starting structure
+    "centroid_thermostat": True,   # PIMD: False gives TRPMD with PILE-L internal modes
+    "devices": 0,                  # PIMD: shard beads over this many devices (0 = all that divide P)
 }
 OUTPUT_DEFAULTS = {"directory": "runs/md", "every": 10, "all_beads": False}
 THERMOSTATS = {"nve": ("none",), "nvt": ("langevin", "nose_hoover_chain", "csvr"),
@@ -143,6 +145,8 @@ class Engine:
     nbr_positions: Callable  # state -> (positions for the rebuild check, build reference)
     columns: tuple           # thermo columns besides step and time_fs
     beads: Callable | None = None   # state -> (P, N, 3) bead positions (PIMD)
+    place: Callable = lambda x: x   # puts host-built pytrees (neighbor lists) where the state lives
+    shard: Callable = lambda s: s   # distributes a state restored from a checkpoint
 
 
 def _element_groups(system: System):
@@ -207,14 +211,22 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
     init_fn, step_fn = pm.pimd(energy_fn, float(md["timestep"]), kT, int(md["beads"]),
                                thermostat=md["thermostat"], tau=float(md["tau"]),
                                pile_lambda=float(md["pile_lambda"]), splitting=md["splitting"],
-                               propagator=md["propagator"])
+                               propagator=md["propagator"],
+                               centroid_thermostat=bool(md["centroid_thermostat"]))
     elements, avg = _element_groups(system)
     avg = jnp.asarray(avg)
     n_beads = int(md["beads"])
     n_dof = 3 * system.n_atoms
 
+    mesh = _bead_mesh(n_beads, int(md["devices"]))
+
+    def shard(state):
+        # one SPMD program: beads split over devices, XLA inserts the
+        # collectives of the normal-mode transform
+        return state if mesh is None else pm.shard_beads(state, mesh)
+
     def init(key, nbr):
-        return init_fn(key, system.positions, system.masses, neighbors=nbr)
+        return shard(init_fn(key, system.positions, system.masses, neighbors=nbr))
 
     def observe(state, nbr):
         est = pm.estimators(state, kT)
@@ -237,9 +249,31 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
 
     columns = ("temperature_K", "potential_energy_eV", "kinetic_energy_eV", "conserved_eV",
                "kinetic_energy_primitive_eV", "spring_energy_eV")
+    def place(tree):
+        if mesh is None or tree is None:
+            return tree
+        from jax.sharding import NamedSharding, PartitionSpec
+        return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
     return Engine(init=init, step=lambda s, nbr: step_fn(s, neighbors=nbr), observe=observe,
                   frame=frame, nbr_positions=nbr_positions, columns=columns,
-                  beads=lambda s: s.positions), elements, n_dof
+                  beads=lambda s: s.positions, place=place, shard=shard), elements, n_dof
+
+
+def _bead_mesh(n_beads: int, devices: int):
+    """A 1-D device mesh over the bead axis, or None for one device."""
+    avail = jax.devices()
+    if devices < 0 or devices > len(avail):
+        raise InputError(f"[md] devices = {devices}, but {len(avail)} device(s) are available")
+    n = devices or len(avail)
+    while n > 1 and n_beads % n:
+        n -= 1
+    if devices and n != devices:
+        raise InputError(f"{n_beads} beads do not divide over [md] devices = {devices}")
+    if n <= 1:
+        return None
+    from jax.sharding import Mesh
+    return Mesh(np.asarray(avail[:n]), ("beads",))
 
 
 def _rows_per_block(n_rows: int, target: int) -> int:
@@ -309,9 +343,11 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
         engine, elements, n_dof = classical_engine(pot, params, system, context, md)
 
     state = engine.init(key, nbr)
+    nbr = engine.place(nbr)
     start_step = 0
     if meta is not None:
         state, nbr = io.restore_like((state, nbr), leaves)
+        state, nbr = engine.shard(state), engine.place(nbr)
         start_step = int(meta["step"])
     else:
         io.write_toml(run_dir / io.CONFIG, config)
@@ -375,7 +411,7 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
                 check, ref = engine.nbr_positions(state)
                 build_from = check if ref is None else ref
                 bigger = nbr_fns.reallocate(new_carry[1], build_from, system.cell)
-                nbr = bigger.replace(overflow=jnp.zeros_like(bigger.overflow))
+                nbr = engine.place(bigger.replace(overflow=jnp.zeros_like(bigger.overflow)))
                 t0 = time.perf_counter()
                 compiled = block_jit.lower((state, nbr)).compile()
                 compile_seconds += time.perf_counter() - t0
@@ -468,6 +504,8 @@ def summarize(run_dir, config, system, el_names, compile_seconds, steps_per_seco
         x = np.asarray(x)[prod]
         if len(x) < 2:
             return {"mean": float(np.mean(x)) if len(x) else float("nan"), "sem": float("nan")}
+        if len(x) < 8:   # too short for blocking: the naive (uncorrelated) error
+            return {"mean": float(np.mean(x)), "sem": float(np.std(x, ddof=1) / np.sqrt(len(x)))}
         m, s = block_average(x)[:2]
         return {"mean": float(m), "sem": float(s)}
 

@@ -48,7 +48,7 @@ SPCFW = dict(
 )
 
 _DEFAULTS = dict(cutoff=9.0, coulomb=None, accuracy=1e-5, images="all",
-                 lj_tail_correction=False)
+                 lj_tail_correction=False, lj_shift=False)
 
 
 def find_water_molecules(system: System) -> np.ndarray:
@@ -96,13 +96,17 @@ def _mic(d, cell, periodic):
 def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
                     coulomb: str | None = None, accuracy: float = 1e-5,
                     images: str = "all", lj_tail_correction: bool = False,
-                    name: str = "water") -> Potential:
+                    lj_shift: bool = False, name: str = "water") -> Potential:
     """A flexible water potential for ``system`` (energies eV, lengths A).
 
     ``model`` is a parameter table (:data:`QTIP4PF` or :data:`SPCFW`, metal
     units); its floats are the trainable params returned by ``init``.
     ``coulomb``: "ewald" (default for periodic cells), "pme", or "direct"
     (default for clusters). ``images``: neighbor convention for small cells.
+    ``lj_shift``: subtract V_LJ(cutoff) so the energy is continuous at the
+    cutoff (not in the published models, which truncate; useful for tight
+    NVE energy conservation, since each O-O pair crossing 9 A otherwise
+    changes the energy by |V_LJ(9 A)| = 6e-5 eV).
     """
     mols = find_water_molecules(system)
     n = system.n_atoms
@@ -162,6 +166,13 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
         q = jnp.where(is_o_j, -2.0 * params["q_H"], params["q_H"])
         return q.astype(dtype)
 
+    def lj(params, sr6):
+        v = 4.0 * params["epsilon"] * (sr6 * sr6 - sr6)
+        if lj_shift:
+            src6 = (params["sigma"] / cutoff) ** 6
+            v = v - 4.0 * params["epsilon"] * (src6 * src6 - src6)
+        return v
+
     def energy(params, positions, context: Context):
         cell = context.cell
         r1, r2, sites = geometry(params, positions, cell)
@@ -181,7 +192,7 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
             r2 = jnp.sum(dr * dr, axis=-1)
             lj_mask = mask & is_o_j[i] & is_o_j[j] & (r2 < rc2) & ~intra
             sr6 = (params["sigma"] ** 2 / jnp.where(lj_mask, r2, 1.0)) ** 3
-            e = e + esum(jnp.where(lj_mask, 4.0 * params["epsilon"] * (sr6 * sr6 - sr6), 0.0))
+            e = e + esum(jnp.where(lj_mask, lj(params, sr6), 0.0))
             cmask = mask & ~intra & (jnp.sum(sdr * sdr, axis=-1) < rc2)
             sdr = jnp.where(cmask[:, None], sdr, jnp.asarray([1e3, 0.0, 0.0], sdr.dtype))
         else:
@@ -192,7 +203,7 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
             r2 = jnp.sum(dr * dr, axis=-1)
             lj_mask = is_o_j[i] & is_o_j[j] & ~intra & (r2 < rc2)
             sr6 = (params["sigma"] ** 2 / jnp.where(lj_mask, r2, 1.0)) ** 3
-            e = e + esum(jnp.where(lj_mask, 4.0 * params["epsilon"] * (sr6 * sr6 - sr6), 0.0))
+            e = e + esum(jnp.where(lj_mask, lj(params, sr6), 0.0))
             cmask = ~intra
             sdr = jnp.where(cmask[:, None], sdr, jnp.asarray([1e3, 0.0, 0.0], sdr.dtype))
         if lj_tail_correction and periodic:
@@ -214,7 +225,7 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
         return charges_of(params, positions.dtype)
 
     config = {"cutoff": cutoff, "coulomb": coulomb, "accuracy": accuracy,
-              "images": images, "lj_tail_correction": lj_tail_correction}
+              "images": images, "lj_tail_correction": lj_tail_correction, "lj_shift": lj_shift}
     return Potential(energy=energy, init=init, cutoff=cutoff + margin if periodic else 0.0,
                      name=name, charges=charges, config=config, neighbor_images=images)
 
