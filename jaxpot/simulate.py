@@ -394,8 +394,9 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=n_steps, initial=start_step, unit="step", desc="jaxpot md", dynamic_ncols=True)
+        from tqdm import tqdm   # plain text bar: also readable in notebooks and logs
+        bar = tqdm(total=n_steps, initial=start_step, unit="step", desc="jaxpot md",
+                   dynamic_ncols=True, mininterval=1.0)
     run_seconds = float(meta.get("run_seconds", 0.0)) if meta else 0.0
     steps_timed = int(meta.get("steps_timed", 0)) if meta else 0
     step = start_step

@@ -19,6 +19,23 @@ class InputError(ValueError):
     """Bad user input: the message names the problem in one line."""
 
 
+def positive_number(name: str, value, unit: str) -> float:
+    """``value`` as a positive finite float, else InputError naming it and its unit."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number ({unit}), got {value!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise InputError(f"{name} must be positive and finite ({unit}), got {value!r}")
+    return v
+
+
+def check_choice(what: str, value, choices) -> None:
+    """InputError "unknown <what> 'value' (use one of: ...)" unless value is in choices."""
+    if value not in choices:
+        raise InputError(f"unknown {what} {value!r} (use one of: {', '.join(map(str, choices))})")
+
+
 @struct.dataclass
 class System:
     positions: jnp.ndarray            # (N, 3) A

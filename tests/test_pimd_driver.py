@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import assert_restart_bit_identical
 
 from jaxpot import io
 from jaxpot.cli import main
@@ -47,16 +48,7 @@ def test_pimd_run_writes_centroids_beads_and_quantum_estimators(tmp_path):
 
 
 def test_pimd_restart_is_bit_identical(tmp_path):
-    run_md(water_pimd_config(tmp_path / "full", steps=40), progress=False)
-    run_md(water_pimd_config(tmp_path / "part", steps=20), progress=False)
-    cfg = io.read_toml(tmp_path / "part" / "config.toml")
-    cfg["md"]["steps"] = 40
-    io.write_toml(tmp_path / "part" / "config.toml", cfg)
-    assert main(["md", "--restart", str(tmp_path / "part"), "--no-progress"]) == 0
-    a = io.read_thermo(tmp_path / "full" / "thermo.csv")
-    b = io.read_thermo(tmp_path / "part" / "thermo.csv")
-    for col in a:
-        np.testing.assert_array_equal(a[col], b[col], err_msg=col)
+    assert_restart_bit_identical(tmp_path, water_pimd_config, steps=40)
 
 
 def test_beads_sharded_over_four_devices_match_one_device(tmp_path):

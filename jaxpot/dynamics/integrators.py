@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ..system import InputError
+from ..system import InputError, positive_number
 from ..units import KB, MVV2E
 
 # Accumulate energies in the widest float available (float64 under jaxpot).
@@ -217,16 +217,6 @@ def maxwell_boltzmann_momenta(key, masses, kT, dtype=None, remove_com: bool = Tr
 # Validation
 # ---------------------------------------------------------------------------
 
-def _positive(name, value, unit):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number ({unit}), got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise InputError(f"{name} must be positive and finite ({unit}), got {value!r}")
-    return v
-
-
 def _is_concrete(x):
     return not isinstance(x, jax.core.Tracer)
 
@@ -306,9 +296,9 @@ def nve(energy_fn: Callable, dt: float, kT: Optional[float] = None, tau: Any = N
     dt in fs; kT (eV) is used only to draw initial velocities when none are
     given; tau is ignored (accepted for a common signature). Symplectic and
     time reversible: the energy error stays bounded and scales as dt^2."""
-    dt = _positive("timestep dt", dt, "fs")
+    dt = positive_number("timestep dt", dt, "fs")
     if kT is not None:
-        kT = _positive("kT", kT, "eV")
+        kT = positive_number("kT", kT, "eV")
     eaf = _energy_and_forces(energy_fn)
 
     def step_fn(state: MDState, **kwargs) -> MDState:
@@ -346,9 +336,9 @@ def nvt_langevin(energy_fn: Callable, dt: float, kT: float, tau: float = 100.0,
     For harmonic potentials the configurational distribution is exact at
     any stable dt (<x^2> = kT/k); the on-step kinetic temperature carries an
     O(dt^2) bias."""
-    dt = _positive("timestep dt", dt, "fs")
-    kT = _positive("kT", kT, "eV")
-    tau = _positive("tau", tau, "fs")
+    dt = positive_number("timestep dt", dt, "fs")
+    kT = positive_number("kT", kT, "eV")
+    tau = positive_number("tau", tau, "fs")
     c1 = math.exp(-dt / tau)
     eaf = _energy_and_forces(energy_fn)
 
@@ -437,9 +427,9 @@ def nvt_nose_hoover_chain(energy_fn: Callable, dt: float, kT: float, tau: float 
     chain(dt/2), each chain half step split into ``chain_steps`` x
     Suzuki-Yoshida(``sy_order``) substeps. Conserved: K + U + chain energy.
     Chain velocities start at zero."""
-    dt = _positive("timestep dt", dt, "fs")
-    kT = _positive("kT", kT, "eV")
-    tau = _positive("tau", tau, "fs")
+    dt = positive_number("timestep dt", dt, "fs")
+    kT = positive_number("kT", kT, "eV")
+    tau = positive_number("tau", tau, "fs")
     if int(chain_length) != chain_length or chain_length < 1:
         raise InputError(f"chain_length must be a positive integer, got {chain_length!r}")
     if int(chain_steps) != chain_steps or chain_steps < 1:
@@ -514,9 +504,9 @@ def nvt_csvr(energy_fn: Callable, dt: float, kT: float, tau: float = 100.0,
     rescale(dt/2), velocity Verlet, rescale(dt/2) (Bussi & Parrinello, PRE
     75, 056707 (2007)). A global rescaling never changes a zero total
     momentum. The kinetic energy must be nonzero to be rescaled."""
-    dt = _positive("timestep dt", dt, "fs")
-    kT = _positive("kT", kT, "eV")
-    tau = _positive("tau", tau, "fs")
+    dt = positive_number("timestep dt", dt, "fs")
+    kT = positive_number("kT", kT, "eV")
+    tau = positive_number("tau", tau, "fs")
     c = math.exp(-0.5 * dt / tau)
     eaf = _energy_and_forces(energy_fn)
 

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ..system import InputError
+from ..system import InputError, check_choice, positive_number
 from ..units import HBAR, KB, MVV2E
 
 SPLITTINGS = ("baoab", "obabo")
@@ -352,16 +352,6 @@ def _concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _check_positive(name, value, unit):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number ({unit}), got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise InputError(f"{name} must be positive and finite ({unit}), got {value!r}")
-    return v
-
-
 def pimd(energy_fn: Optional[Callable], dt: float, kT: float, n_beads: int, *,
          thermostat: str = "pile_l", tau: float = 100.0, pile_lambda: float = 0.5,
          splitting: str = "baoab", propagator: str = "exact", centroid_thermostat: bool = True,
@@ -400,21 +390,18 @@ def pimd(energy_fn: Optional[Callable], dt: float, kT: float, n_beads: int, *,
     one step; ``kT=`` among its keywords changes the temperature (eV), all
     other keywords go to the energy function.
     """
-    dt = _check_positive("dt", dt, "fs")
-    kT = _check_positive("kT", kT, "eV")
+    dt = positive_number("dt", dt, "fs")
+    kT = positive_number("kT", kT, "eV")
     if isinstance(n_beads, bool) or not isinstance(n_beads, (int, np.integer)) or n_beads < 1:
         raise InputError(f"n_beads must be an integer >= 1, got {n_beads!r}")
     P = int(n_beads)
-    if thermostat not in THERMOSTATS:
-        raise InputError(f"unknown thermostat {thermostat!r}: use one of {THERMOSTATS}")
-    if splitting not in SPLITTINGS:
-        raise InputError(f"unknown splitting {splitting!r}: use one of {SPLITTINGS}")
-    if propagator not in PROPAGATORS:
-        raise InputError(f"unknown propagator {propagator!r}: use one of {PROPAGATORS}")
+    check_choice("thermostat", thermostat, THERMOSTATS)
+    check_choice("splitting", splitting, SPLITTINGS)
+    check_choice("propagator", propagator, PROPAGATORS)
     _resolve_method(nm_method, P)
     if thermostat != "none":
-        tau = _check_positive("tau", tau, "fs")
-        pile_lambda = _check_positive("pile_lambda", pile_lambda, "dimensionless")
+        tau = positive_number("tau", tau, "fs")
+        pile_lambda = positive_number("pile_lambda", pile_lambda, "dimensionless")
     if force_fn is None:
         if energy_fn is None or not callable(energy_fn):
             raise InputError("pimd needs an energy function energy_fn(positions, **kwargs) -> eV")

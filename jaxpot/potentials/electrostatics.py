@@ -94,7 +94,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erf, erfc
 
-from ..system import InputError
+from ..system import InputError, check_choice
 from ..units import KE
 from .base import Potential, esum, pairs, safe_norm
 
@@ -538,12 +538,9 @@ def make_coulomb(method: str, cell=None, cutoff: float = 0.0, *, accuracy: float
     fixed here from ``cell``; the energy takes the current cell at every call
     (so it is differentiable in the cell), but a large change of cell (NPT)
     calls for rebuilding this object to keep the accuracy."""
-    if method not in METHODS:
-        raise InputError(f"unknown Coulomb method {method!r} (use one of {', '.join(METHODS)})")
-    if cutoff_scheme not in CUTOFF_SCHEMES:
-        raise InputError(f"unknown cutoff_scheme {cutoff_scheme!r} (use one of {', '.join(CUTOFF_SCHEMES)})")
-    if neutral not in NEUTRAL_MODES:
-        raise InputError(f"unknown neutral mode {neutral!r} (use one of {', '.join(NEUTRAL_MODES)})")
+    check_choice("Coulomb method", method, METHODS)
+    check_choice("cutoff_scheme", cutoff_scheme, CUTOFF_SCHEMES)
+    check_choice("neutral mode", neutral, NEUTRAL_MODES)
     _check_accuracy(accuracy)
     if n_sites is not None and int(n_sites) < 0:
         raise InputError(f"n_sites must be non-negative, got {n_sites}")
