@@ -327,6 +327,13 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
             # the list is built from centroids; beads spread around them, so
             # the skin also has to cover the ring-polymer radius (~0.3 A for H at 300 K)
             skin = skin + 0.5
+        if system.periodic and pot.neighbor_images == "minimum":
+            from .neighbors import cutoff_scheme_hint
+            from .space import perpendicular_widths
+            if perpendicular_widths(np.asarray(system.cell)).min() < 2 * pot.cutoff:
+                import sys
+                print(f"jaxpot: note: {cutoff_scheme_hint(np.asarray(system.cell), pot.cutoff)}; "
+                      "running with images='minimum' as configured", file=sys.stderr)
         nbr_fns = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic, skin=skin,
                                 images=pot.neighbor_images)
         nbr = nbr_fns.allocate(system.positions, system.cell)
