@@ -191,8 +191,8 @@ def profile_jaxpot(prof, spec, atoms, dtype, rebuilds_per_step, repeats=5):
     system, pot, params, fns, nbr, ctx, state = prof
     pos = state.positions
     # a fresh list at the current positions with the run's capacities
-    build = jax.jit(fns.build, static_argnums=(2, 3))
-    nbr = build(pos, system.cell, nbr.capacity, nbr.row_capacity)
+    build = jax.jit(fns.build, static_argnums=(2, 3, 4))
+    nbr = build(pos, system.cell, nbr.capacity, nbr.row_capacity, nbr.cell_capacity)
 
     def per_call(fn, *args):
         # the fastest of a few calls: the 2 cores are shared, and the minimum
@@ -207,9 +207,9 @@ def profile_jaxpot(prof, spec, atoms, dtype, rebuilds_per_step, repeats=5):
 
     grad = jax.jit(jax.value_and_grad(lambda p, n: bind(pot, params, ctx)(p, neighbors=n)))
     out = {"force_s": per_call(grad, pos, nbr),
-           "nbr_build_s": per_call(build, pos, system.cell, nbr.capacity, nbr.row_capacity),
+           "nbr_build_s": per_call(build, pos, system.cell, nbr.capacity, nbr.row_capacity, nbr.cell_capacity),
            "pairs": int(nbr.n_pairs), "pair_capacity": int(nbr.capacity),
-           "image_shifts": int(np.asarray(fns._shifts).shape[0])}
+           "image_shifts": int(fns._shifts[0].shape[0])}
     if spec.get("kind") == "qtip4pf":
         spec_rs = {**spec, "coulomb": "cutoff"}
         _, pot2, params2, _, _, ctx2 = jaxpot_setup(atoms, spec_rs, dtype)

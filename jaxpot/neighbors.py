@@ -53,6 +53,7 @@ class NeighborList:
     overflow: jnp.ndarray     # bool: some build since allocation overflowed
     n_builds: jnp.ndarray     # int32: builds since allocation
     row_capacity: int = struct.field(pytree_node=False, default=0)
+    cell_capacity: int = struct.field(pytree_node=False, default=0)   # 0: no cell list
 
     @property
     def capacity(self) -> int:
@@ -128,11 +129,35 @@ class NeighborListFns:
     capacity_multiplier: float
     _shifts: np.ndarray
 
+    _cells: tuple = (0, 0, 0)   # cell-list grid (cells per axis), (0, 0, 0) for brute force
+
     def __post_init__(self):
         # one jitted builder per instance, so repeated allocations reuse compilations
-        object.__setattr__(self, "_build_jit", jax.jit(self.build, static_argnums=(2, 3)))
+        object.__setattr__(self, "_build_jit", jax.jit(self.build, static_argnums=(2, 3, 4)))
 
-    def build(self, positions, cell, capacity: int, row_capacity: int, prev=None) -> NeighborList:
+    def _cell_candidates(self, frac, cell_capacity: int):
+        """Cell list (after JAX MD's partition.cell_list): atoms binned on a
+        grid of cells at least rc + skin wide, so each atom's candidates are
+        the atoms of its 27 surrounding cells, (N, 27 C) indices padded with
+        N. Returns the candidates and the fullest cell's count."""
+        n = frac.shape[0]
+        grid = jnp.asarray(self._cells)
+        n_cells = int(np.prod(self._cells))
+        c3 = jnp.clip(jnp.floor((frac - jnp.floor(frac)) * grid).astype(jnp.int32), 0, grid - 1)
+        flat = (c3[:, 0] * grid[1] + c3[:, 1]) * grid[2] + c3[:, 2]
+        order = jnp.argsort(flat)
+        counts = jnp.zeros(n_cells, jnp.int32).at[flat].add(1)
+        starts = jnp.cumsum(counts) - counts
+        k = jnp.arange(cell_capacity)
+        slot = starts[:, None] + k[None, :]
+        table = jnp.where(k[None, :] < counts[:, None], order[jnp.minimum(slot, n - 1)], n)
+        offs = jnp.asarray(list(itertools.product((-1, 0, 1), repeat=3)), jnp.int32)
+        nc = (c3[:, None, :] + offs[None, :, :]) % grid
+        nflat = (nc[..., 0] * grid[1] + nc[..., 1]) * grid[2] + nc[..., 2]     # (N, 27)
+        return table[nflat].reshape(n, 27 * cell_capacity), jnp.max(counts)
+
+    def build(self, positions, cell, capacity: int, row_capacity: int, cell_capacity: int = 0,
+              prev=None) -> NeighborList:
         """Pure build at fixed capacities (jit-able)."""
         n = positions.shape[0]
         rc2 = (self.cutoff + self.skin) ** 2
@@ -145,12 +170,25 @@ class NeighborListFns:
         nb = -(-n // self.block)
         pad = nb * self.block - n
         rows = jnp.arange(nb * self.block, dtype=jnp.int32).reshape(nb, self.block)
-        jall = jnp.arange(n, dtype=jnp.int32)
+        use_cells = cell_capacity > 0
+        if use_cells:
+            cand_all, max_cell = self._cell_candidates(frac, cell_capacity)
+            n_cand = cand_all.shape[1]
+            frac_pad = jnp.concatenate([frac, jnp.zeros((1, 3), frac.dtype)])
+        else:
+            n_cand = n
+            max_cell = jnp.int32(0)
 
         def row_block(ib):
             ii = jnp.minimum(ib, n - 1)
+            if use_cells:
+                jc = cand_all[ii]                                        # (B, L), N = padding
+                fj = frac_pad[jc]
+            else:
+                jc = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None], (ib.shape[0], n))
+                fj = frac[None, :, :] if self.pbc else None
             if self.pbc:
-                df = frac[None, :, :] - frac[ii][:, None, :]          # (B, N, 3)
+                df = fj - frac[ii][:, None, :]                         # (B, L, 3)
                 base = -jnp.round(df)
                 # the other-side image along "alternate" axes; never 0, so no duplicates
                 alt = jnp.where(df + base >= 0, -1.0, 1.0)
@@ -161,15 +199,15 @@ class NeighborListFns:
                 off = jnp.zeros((ib.shape[0], n, 1, 3), positions.dtype)
                 s = off
                 dr = (positions[None, :, :] - positions[ii][:, None, :])[:, :, None, :]
-            r2 = jnp.sum(dr * dr, axis=-1)                              # (B, N, M)
-            jj = jall[None, :, None]
+            r2 = jnp.sum(dr * dr, axis=-1)                              # (B, L, M)
+            jj = jc[:, :, None]
             icol = ii[:, None, None]
-            keep = (jj > icol) | ((jj == icol) & _lex_positive(off))
+            keep = ((jj > icol) | ((jj == icol) & _lex_positive(off))) & (jj < n)
             ok = keep & (r2 < rc2) & (ib[:, None, None] < n)
-            flat = ok.reshape(ok.shape[0], n * m)
+            flat = ok.reshape(ok.shape[0], n_cand * m)
             sel, valid, cnt = jax.vmap(lambda f: _compact(f, row_capacity))(flat)
-            j_sel = sel // m
-            s_sel = jnp.take_along_axis(s.reshape(ok.shape[0], n * m, 3), sel[..., None], axis=1)
+            j_sel = jnp.take_along_axis(jc, sel // m, axis=1)
+            s_sel = jnp.take_along_axis(s.reshape(ok.shape[0], n_cand * m, 3), sel[..., None], axis=1)
             return j_sel, s_sel, valid, cnt
 
         j_sel, s_sel, valid, cnt = jax.lax.map(row_block, rows)
@@ -184,7 +222,7 @@ class NeighborListFns:
         j_out = jnp.where(mask, j_sel.reshape(-1)[sel], 0)
         s_out = jnp.where(mask[:, None], s_sel.reshape(-1, 3)[sel], 0.0)
         max_row = jnp.max(cnt).astype(jnp.int32)
-        over = (n_pairs > capacity) | (max_row > row_capacity)
+        over = (n_pairs > capacity) | (max_row > row_capacity) | (max_cell > cell_capacity)
         if prev is not None:
             over = over | prev.overflow
             n_builds = prev.n_builds + 1
@@ -200,31 +238,40 @@ class NeighborListFns:
             overflow=over,
             n_builds=n_builds,
             row_capacity=row_capacity,
+            cell_capacity=cell_capacity,
         )
 
     def allocate(self, positions, cell, capacity: int | None = None,
-                 row_capacity: int | None = None) -> NeighborList:
+                 row_capacity: int | None = None, cell_capacity: int | None = None) -> NeighborList:
         """Build on the host with capacities sized from the current structure
         times ``capacity_multiplier`` (or at least those given)."""
         positions = jnp.asarray(positions)
         n = positions.shape[0]
         m = self._shifts[0].shape[0]
+        cell_cap = 0
+        if any(self._cells):
+            frac = np.asarray(positions, np.float64) @ np.linalg.inv(np.asarray(cell, np.float64))
+            c3 = np.clip(np.floor((frac - np.floor(frac)) * self._cells).astype(int), 0,
+                         np.asarray(self._cells) - 1)
+            fullest = np.bincount(np.ravel_multi_index(c3.T, self._cells)).max()
+            cell_cap = max(_round_up(fullest * self.capacity_multiplier + 2, 4), cell_capacity or 0)
         # first pass at the largest possible row capacity, only to count
-        probe = self._build_jit(positions, cell, 1, n * m)
+        probe = self._build_jit(positions, cell, 1, (27 * cell_cap if cell_cap else n) * m, cell_cap)
         need_rows = int(probe.max_row)
         need_pairs = int(probe.n_pairs)
         # capacities rounded up to coarse steps, so that small changes in the
         # pair count do not change shapes (and force recompilation)
         rc = max(_round_up(need_rows * self.capacity_multiplier + 4, 8), row_capacity or 0)
-        rc = min(rc, n * m)
+        rc = min(rc, (27 * cell_cap if cell_cap else n) * m)
         cap = max(_round_up(need_pairs * self.capacity_multiplier + 8, 256), capacity or 0)
-        return self._build_jit(positions, cell, cap, rc)
+        return self._build_jit(positions, cell, cap, rc, cell_cap)
 
     def reallocate(self, nbr: NeighborList, positions, cell) -> NeighborList:
         """A larger list after an overflow (host)."""
         return self.allocate(positions, cell,
                              capacity=int(nbr.capacity * 1.5) + 8,
-                             row_capacity=int(nbr.row_capacity * 1.5) + 4)
+                             row_capacity=int(nbr.row_capacity * 1.5) + 4,
+                             cell_capacity=int(nbr.cell_capacity * 1.5) + 2 if nbr.cell_capacity else None)
 
     def needs_rebuild(self, positions, nbr: NeighborList):
         """True when some atom moved more than skin/2 since the build.
@@ -243,23 +290,34 @@ class NeighborListFns:
         build_from = positions if reference is None else reference
         return jax.lax.cond(
             self.needs_rebuild(positions, nbr),
-            lambda: self.build(build_from, cell, nbr.capacity, nbr.row_capacity, prev=nbr),
+            lambda: self.build(build_from, cell, nbr.capacity, nbr.row_capacity, nbr.cell_capacity, prev=nbr),
             lambda: nbr,
         )
 
 
 def neighbor_list(cutoff: float, cell, pbc: bool, *, skin: float = 1.0,
                   images: str = "all", capacity_multiplier: float = 1.25,
-                  block: int = 64) -> NeighborListFns:
+                  block: int = 64, cell_list: bool | None = None) -> NeighborListFns:
     """Neighbor-list functions for a cutoff (A), skin (A) and fixed cell (A).
+
+    ``cell_list``: None (default) uses a cell list for large periodic cells
+    (>= 4 x 4 x 4 cells of width rc + skin, minimum image), True forces it
+    where the cell allows 3 x 3 x 3, False always searches all atoms.
 
     The image set depends on the cell, so a new cell needs new functions."""
     if cutoff <= 0:
         raise ValueError("neighbor list cutoff must be positive")
     shifts = image_shifts(cell, cutoff + skin, pbc, images)
+    cells = (0, 0, 0)
+    if pbc and cell_list is not False and shifts[0].shape[0] == 1:
+        # a cell list pays off when every axis holds >= 3 cells of width >= rc + skin
+        # and there are enough atoms per cell to skip (JAX MD's rule of thumb)
+        grid = np.floor(perpendicular_widths(cell) / (cutoff + skin)).astype(int)
+        if np.all(grid >= 3) and (cell_list or np.prod(grid) >= 64):
+            cells = tuple(int(g) for g in grid)
     return NeighborListFns(cutoff=float(cutoff), skin=float(skin), images=images, pbc=bool(pbc),
                            block=int(block), capacity_multiplier=float(capacity_multiplier),
-                           _shifts=shifts)
+                           _shifts=shifts, _cells=cells)
 
 
 def cutoff_scheme_hint(cell, cutoff: float) -> str:

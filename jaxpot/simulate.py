@@ -342,7 +342,7 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
         if meta is not None:
             # the exact saved capacities, so the checkpoint's arrays fit
             nbr = nbr_fns._build_jit(system.positions, system.cell, int(meta["nbr_capacity"]),
-                                     int(meta["nbr_row_capacity"]))
+                                     int(meta["nbr_row_capacity"]), int(meta.get("nbr_cell_capacity", 0)))
 
     if md["ensemble"] == "pimd":
         engine, elements, n_dof = pimd_engine(pot, params, system, context, md)
@@ -466,7 +466,8 @@ def _save(run_dir, carry, step, nbr, compile_seconds, run_seconds, steps_timed):
     meta = {"step": int(step), "compile_seconds": compile_seconds, "run_seconds": run_seconds,
             "steps_timed": steps_timed,
             "nbr_capacity": int(nbr.capacity) if nbr is not None else 0,
-            "nbr_row_capacity": int(nbr.row_capacity) if nbr is not None else 0}
+            "nbr_row_capacity": int(nbr.row_capacity) if nbr is not None else 0,
+            "nbr_cell_capacity": int(nbr.cell_capacity) if nbr is not None else 0}
     io.save_checkpoint(Path(run_dir) / io.CHECKPOINT, carry, meta)
 
 

@@ -76,3 +76,32 @@ def test_cluster_without_pbc_lists_all_close_pairs():
     d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
     n_ref = int(np.sum(np.triu(d < 3.0, 1)))
     assert int(nbr.n_pairs) == n_ref
+
+
+def test_cell_list_finds_exactly_the_pairs_of_the_all_pairs_search():
+    rng = np.random.default_rng(3)
+    L = 30.0
+    pos = rng.uniform(-L, 2 * L, (1500, 3))       # unwrapped: atoms outside the cell too
+    cell = np.diag([L, L * 1.1, L * 0.9])
+    out = []
+    for use in (True, False):
+        fns = neighbor_list(6.0, cell, True, skin=1.0, cell_list=use)
+        assert (fns._cells != (0, 0, 0)) == use
+        nbr = fns.allocate(jnp.asarray(pos), jnp.asarray(cell))
+        assert not nbr.did_overflow()
+        m = np.asarray(nbr.mask)
+        i, j = np.asarray(nbr.idx)[:, m]
+        s = np.asarray(nbr.shifts)[m]
+        out.append(sorted(zip(i.tolist(), j.tolist(), map(tuple, s.tolist()))))
+    assert out[0] == out[1] and len(out[0]) > 10000
+
+
+def test_cell_list_overflow_when_atoms_crowd_into_one_cell():
+    rng = np.random.default_rng(4)
+    L = 30.0
+    pos = jnp.asarray(rng.uniform(0, L, (800, 3)))
+    cell = jnp.asarray(np.eye(3) * L)
+    fns = neighbor_list(6.0, np.eye(3) * L, True, skin=1.0, cell_list=True)
+    nbr = fns.allocate(pos, cell)
+    crowded = pos.at[:200].set(pos[:200] * 0.2)   # 200 atoms into the first cells
+    assert bool(jax.jit(fns.update)(crowded, nbr, cell).overflow)
