@@ -159,6 +159,12 @@ class NeighborListFns:
     def build(self, positions, cell, capacity: int, row_capacity: int, cell_capacity: int = 0,
               prev=None) -> NeighborList:
         """Pure build at fixed capacities (jit-able)."""
+        reference = positions
+        # the search runs in float64 whatever the state's precision: exact
+        # image shifts, and XLA's CPU code for this search is ~3x faster in
+        # float64 than in float32 (measured on the LJ 4000 benchmark)
+        positions = positions.astype(jnp.float64)
+        cell = jnp.asarray(cell).astype(jnp.float64)
         n = positions.shape[0]
         rc2 = (self.cutoff + self.skin) ** 2
         codes, alternate = self._shifts
@@ -232,7 +238,7 @@ class NeighborListFns:
             idx=jnp.stack([i_out, j_out]).astype(jnp.int32),
             shifts=s_out,
             mask=mask,
-            reference=positions,
+            reference=reference,
             n_pairs=n_pairs.astype(jnp.int32),
             max_row=max_row,
             overflow=over,

@@ -102,11 +102,11 @@ def test_neighbor_overflow_reruns_block_and_matches_a_roomy_list(tmp_path, monke
     original_reallocate = nb.NeighborListFns.reallocate
     calls = []
 
-    def exact_fit(self, positions, cell, capacity=None, row_capacity=None):
+    def exact_fit(self, positions, cell, capacity=None, row_capacity=None, cell_capacity=None):
         if capacity is None:   # the driver's first allocation: no margin at all
             probe = original_allocate(self, positions, cell)
-            return self.build(positions, cell, int(probe.n_pairs), int(probe.max_row))
-        return original_allocate(self, positions, cell, capacity, row_capacity)
+            return self.build(positions, cell, int(probe.n_pairs), int(probe.max_row), probe.cell_capacity)
+        return original_allocate(self, positions, cell, capacity, row_capacity, cell_capacity)
 
     def counting(self, *args, **kwargs):
         calls.append(1)
