@@ -374,8 +374,8 @@ def markdown(meta, results) -> str:
               "(P / smallest P); 1.0 is exactly linear, below 1 is sub-linear (fixed costs amortised).",
               "us/step/(bead atom) = 1e6 / (steps/s x beads x atoms): flat along P means linear cost in P, "
               "flat along atoms (same P) means linear cost in N.", "",
-              "The 2 cores were shared with other engineers' jobs (load average 5-10 during the run), so "
-              "absolute steps/s are depressed and noisy; the jaxpot/OpenMM ratios come from interleaved "
+              "Other work may share the 2 cores (the load average at the end is in the header), so "
+              "absolute steps/s can be depressed and noisy; the jaxpot/OpenMM ratios come from interleaved "
               "rounds of the same run. The i-PI figure was not measured in this run (quoted from the issue, "
               "measured earlier on these cores under unknown load), so its ratio is indicative only.", ""]
     return "\n".join(lines)
