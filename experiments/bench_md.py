@@ -14,11 +14,10 @@ Systems
          ``openmm_qtip4pf.py`` (LJ inside the NonbondedForce, PME at
          ewaldErrorTolerance 1e-5), VerletIntegrator 0.5 fs.
 
-jaxpot is driven through its public pieces: ``neighbors.neighbor_list``,
-``potentials.build_potential``, ``potentials.base.bind`` and
-``dynamics.integrators.make_integrator``, stepped in one jitted ``lax.scan``
-block per call with the neighbor list updated inside (as ``jaxpot md`` does,
-minus the thermo observables). Compile seconds: ``jit(...).lower().compile()``
+jaxpot is timed through the block that ``jaxpot md`` compiles
+(``simulate.make_block`` with the NVE engine of ``simulate.classical_engine``:
+neighbor list updated inside every step, one thermo row per block), via
+``benchlib.block_timer``. Compile seconds: ``jit(...).lower().compile()``
 of that block (JAX MD the same way; OpenMM: Context creation and first step).
 Timing: one warm-up block, then blocks until both a minimum number of steps
 and of seconds are reached (or a cap on seconds), ``jax.block_until_ready``
@@ -57,11 +56,8 @@ import jax.numpy as jnp  # noqa: E402
 import jaxpot  # noqa: E402,F401  (enables float64)
 from jaxpot import units  # noqa: E402
 from jaxpot.build import water_box  # noqa: E402
-from jaxpot.dynamics.integrators import make_integrator  # noqa: E402
-from jaxpot.neighbors import neighbor_list  # noqa: E402
-from jaxpot.potentials import build_potential  # noqa: E402
-from jaxpot.potentials.base import Context, bind  # noqa: E402
-from jaxpot.system import from_ase  # noqa: E402
+from jaxpot.potentials.base import bind  # noqa: E402
+from benchlib import block_timer, jaxpot_engine, time_blocks  # noqa: E402
 
 # argon (Rahman 1964 / White 1999 style parameters)
 AR_SIGMA, AR_EPS, AR_MASS = 3.405, 0.0104, 39.948
@@ -106,75 +102,16 @@ def water(molecules: int):
 # timing harness
 # ---------------------------------------------------------------------------
 
-def _time_blocks(run_block, carry, steps_per_block, min_steps, min_seconds, max_seconds):
-    """steps/s over repeated calls of run_block after one warm-up call."""
-    carry = jax.block_until_ready(run_block(carry))
-    n = 0
-    t0 = time.perf_counter()
-    while True:
-        carry = jax.block_until_ready(run_block(carry))
-        n += 1
-        el = time.perf_counter() - t0
-        if el >= max_seconds or (n * steps_per_block >= min_steps and el >= min_seconds):
-            break
-    return n * steps_per_block / el, n * steps_per_block, carry
-
-
-def _cast(tree, dtype):
-    return jax.tree_util.tree_map(
-        lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree)
-
-
 # ---------------------------------------------------------------------------
 # jaxpot
 # ---------------------------------------------------------------------------
 
-def jaxpot_setup(atoms, spec, dtype):
-    system = from_ase(atoms, dtype=dtype)
-    pot = build_potential(spec, system)
-    params = _cast(pot.init(jax.random.PRNGKey(0), system), dtype)
-    fns = neighbor_list(pot.cutoff, np.asarray(system.cell), True, skin=SKIN, images=pot.neighbor_images)
-    nbr = fns.allocate(system.positions, system.cell)
-    ctx = Context(species=system.species, cell=system.cell, neighbors=None, charges=system.charges)
-    return system, pot, params, fns, nbr, ctx
-
-
 def bench_jaxpot(atoms, spec, dtype, dt, temperature, block, timing):
-    system, pot, params, fns, nbr, ctx = jaxpot_setup(atoms, spec, dtype)
-    energy_fn = bind(pot, params, ctx)
-    init_fn, step_fn = make_integrator("none", energy_fn, dt, units.KB * temperature, 100.0, True)
-    state = init_fn(jax.random.PRNGKey(1), system.positions, system.masses, neighbors=nbr)
-    cell = system.cell
-
-    def one_step(carry, _):
-        state, nbr = carry
-        nbr = fns.update(state.positions, nbr, cell)
-        return (step_fn(state, neighbors=nbr), nbr), None
-
-    def run(carry):
-        return jax.lax.scan(one_step, carry, None, length=block)[0]
-
-    t0 = time.perf_counter()
-    compiled = jax.jit(run).lower((state, nbr)).compile()
-    compile_s = time.perf_counter() - t0
-    live = {"carry": (state, nbr), "compiled": compiled, "steps": 0, "builds": 0}
-
-    def timer(timing):
-        """steps/s of one timed round; re-runs with a larger list on overflow."""
-        for attempt in range(3):
-            start = live["carry"]
-            builds0 = int(start[1].n_builds)
-            sps, steps, end = _time_blocks(live["compiled"], start, block, *timing)
-            if not bool(end[1].overflow):
-                live["carry"] = end
-                live["steps"] += steps + block  # timed blocks + warm-up block
-                live["builds"] += int(end[1].n_builds) - builds0
-                return sps
-            big = fns.reallocate(end[1], start[0].positions, cell)
-            big = big.replace(overflow=jnp.zeros_like(big.overflow))
-            live["carry"] = (start[0], big)
-            live["compiled"] = jax.jit(run).lower(live["carry"]).compile()
-        raise RuntimeError("jaxpot neighbor list kept overflowing")
+    """jaxpot NVE through the run_md block (one thermo row per block)."""
+    prec = "float32" if dtype == jnp.float32 else "float64"
+    md = {"ensemble": "nve", "thermostat": "none", "timestep": dt, "temperature": temperature}
+    system, pot, params, ctx, engine, fns, nbr, state = jaxpot_engine(atoms, spec, md, prec, SKIN)
+    compile_s, timer, live = block_timer(engine, fns, system.cell, state, nbr, block, 1)
 
     def finish():
         state_end, nbr_end = live["carry"]
@@ -212,7 +149,9 @@ def profile_jaxpot(prof, spec, atoms, dtype, rebuilds_per_step, repeats=5):
            "image_shifts": int(fns._shifts[0].shape[0])}
     if spec.get("kind") == "qtip4pf":
         spec_rs = {**spec, "coulomb": "cutoff"}
-        _, pot2, params2, _, _, ctx2 = jaxpot_setup(atoms, spec_rs, dtype)
+        prec = "float32" if dtype == jnp.float32 else "float64"
+        _, pot2, params2, ctx2, _, _, _, _ = jaxpot_engine(atoms, spec_rs, {"ensemble": "nve", "thermostat": "none"},
+                                                            prec, SKIN)
         g2 = jax.jit(jax.value_and_grad(lambda p, n: bind(pot2, params2, ctx2)(p, neighbors=n)))
         out["force_no_reciprocal_s"] = per_call(g2, pos, nbr)
     out["rebuilds_per_step"] = rebuilds_per_step
@@ -254,7 +193,7 @@ def bench_jaxmd(atoms, dtype, dt, temperature, block, timing):
     def timer(timing):
         for attempt in range(3):
             start = live["carry"]
-            sps, steps, end = _time_blocks(live["compiled"], start, block, *timing)
+            sps, steps, end = time_blocks(live["compiled"], start, block, *timing)
             if not bool(end[1].did_buffer_overflow):
                 live["carry"] = end
                 return sps

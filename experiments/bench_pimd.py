@@ -58,11 +58,8 @@ import jax.numpy as jnp  # noqa: E402
 import jaxpot  # noqa: E402,F401  (enables float64)
 from jaxpot import units  # noqa: E402
 from jaxpot.build import water_box  # noqa: E402
-from jaxpot.neighbors import neighbor_list  # noqa: E402
-from jaxpot.potentials import build_potential  # noqa: E402
-from jaxpot.potentials.base import Context  # noqa: E402
-from jaxpot.simulate import MD_DEFAULTS, pimd_engine  # noqa: E402
-from jaxpot.system import from_ase  # noqa: E402
+from jaxpot.simulate import MD_DEFAULTS  # noqa: E402
+from benchlib import block_timer, jaxpot_engine  # noqa: E402
 
 TEMPERATURE = 300.0   # K
 DT = 0.25             # fs
@@ -105,78 +102,17 @@ def ho_spec():
 # timing harness
 # ---------------------------------------------------------------------------
 
-def _time_blocks(run_block, carry, steps_per_block, timing):
-    """steps/s over repeated calls of run_block after one warm-up call."""
-    min_steps, min_seconds, max_seconds = timing
-    carry = jax.block_until_ready(run_block(carry))
-    n = 0
-    t0 = time.perf_counter()
-    while True:
-        carry = jax.block_until_ready(run_block(carry))
-        n += 1
-        el = time.perf_counter() - t0
-        if el >= max_seconds or (n * steps_per_block >= min_steps and el >= min_seconds):
-            break
-    return n * steps_per_block / el, carry
-
-
-def _cast(tree, dtype):
-    return jax.tree_util.tree_map(
-        lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree)
-
-
 # ---------------------------------------------------------------------------
 # jaxpot: the run_md PIMD block
 # ---------------------------------------------------------------------------
 
 def bench_jaxpot(atoms, spec, beads, dtype_name, every, rows):
-    dtype = jnp.float32 if dtype_name == "float32" else jnp.float64
-    system = from_ase(atoms, dtype=dtype)
-    pot = build_potential(spec, system)
-    params = _cast(pot.init(jax.random.PRNGKey(0), system), dtype)
-    context = Context(species=system.species, cell=system.cell, neighbors=None, charges=system.charges)
-    md = {**MD_DEFAULTS, "ensemble": "pimd", "thermostat": "pile_l", "beads": beads,
-          "temperature": TEMPERATURE, "timestep": DT, "tau": TAU, "dtype": dtype_name}
-    engine, _, _ = pimd_engine(pot, params, system, context, md)
-    fns, nbr = None, None
-    if pot.cutoff > 0:
-        fns = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic,
-                            skin=float(md["skin"]) + 0.5, images=pot.neighbor_images)
-        nbr = fns.allocate(system.positions, system.cell)
-    state = engine.init(jax.random.PRNGKey(1), nbr)
-    cell = system.cell
-
-    def one_step(carry, _):
-        state, nbr = carry
-        if fns is not None:
-            check, ref = engine.nbr_positions(state)
-            nbr = fns.update(check, nbr, cell, reference=ref)
-        return (engine.step(state, nbr), nbr), None
-
-    def one_row(carry, _):
-        carry, _ = jax.lax.scan(one_step, carry, None, length=every)
-        return carry, engine.observe(*carry)
-
-    def block(carry):
-        return jax.lax.scan(one_row, carry, None, length=rows)[0]
-
-    t0 = time.perf_counter()
-    compiled = jax.jit(block).lower((state, nbr)).compile()
-    compile_s = time.perf_counter() - t0
-    live = {"carry": (state, nbr), "compiled": compiled}
-
-    def timer(timing):
-        for _ in range(3):
-            start = live["carry"]
-            sps, end = _time_blocks(live["compiled"], start, every * rows, timing)
-            if fns is None or not bool(end[1].overflow):
-                live["carry"] = end
-                return sps
-            from jaxpot.dynamics.pimd import centroid
-            big = fns.reallocate(end[1], centroid(start[0]), cell)
-            live["carry"] = (start[0], big.replace(overflow=jnp.zeros_like(big.overflow)))
-            live["compiled"] = jax.jit(block).lower(live["carry"]).compile()
-        raise RuntimeError("jaxpot neighbor list kept overflowing")
+    md = {"ensemble": "pimd", "thermostat": "pile_l", "beads": beads,
+          "temperature": TEMPERATURE, "timestep": DT, "tau": TAU}
+    # the PIMD list is built from centroids with the driver's extra 0.5 A of skin
+    system, pot, params, ctx, engine, fns, nbr, state = jaxpot_engine(
+        atoms, spec, md, dtype_name, float(MD_DEFAULTS["skin"]) + 0.5)
+    compile_s, timer, live = block_timer(engine, fns, system.cell, state, nbr, every, rows)
 
     def finish():
         st = live["carry"][0]

@@ -6,7 +6,6 @@ overwrites an existing run directory unless ``--overwrite`` is given.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

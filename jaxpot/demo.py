@@ -47,7 +47,7 @@ def demo_configs(directory: Path, quick: bool = False) -> dict:
 
 def run_demo(directory="runs/demo", overwrite: bool = False, quick: bool = False, progress: bool = True):
     """Run the showcase into ``directory``; returns the two summaries."""
-    from ase.io import read, write
+    from ase.io import write
 
     from .cli import _print_summary
     from .simulate import run_md

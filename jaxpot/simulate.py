@@ -16,7 +16,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -174,7 +174,6 @@ def classical_engine(pot, params, system, context, md) -> Engine:
     avg = jnp.asarray(avg)
     vir = virial(pot)
     periodic = system.periodic
-    dtype = system.positions.dtype
 
     def init(key, nbr):
         return init_fn(key, system.positions, system.masses, neighbors=nbr)
@@ -276,6 +275,45 @@ def _bead_mesh(n_beads: int, devices: int):
     return Mesh(np.asarray(avail[:n]), ("beads",))
 
 
+def cast_params(tree, dtype):
+    """Floating leaves of a params pytree in ``dtype`` (integers untouched)."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree)
+
+
+def make_block(engine: Engine, nbr_fns, cell, every: int, rows: int, write_beads: bool = False):
+    """The jit-able block of ``every * rows`` steps that ``run_md`` compiles:
+    ``block((state, nbr)) -> ((state, nbr), (rows of observables, frames))``.
+
+    The neighbor list is updated inside every step (rebuilt on device when an
+    atom moved more than skin/2); observables are reduced on device once per
+    row. Benchmarks time this same function."""
+    def one_step(carry, _):
+        state, nbr = carry
+        if nbr_fns is not None:
+            check, ref = engine.nbr_positions(state)
+            nbr = nbr_fns.update(check, nbr, cell, reference=ref)
+        return (engine.step(state, nbr), nbr), None
+
+    def one_row(carry, _):
+        carry, _ = jax.lax.scan(one_step, carry, None, length=every)
+        frame = engine.beads(carry[0]) if write_beads else engine.frame(carry[0])
+        return carry, (engine.observe(*carry), frame)
+
+    def block(carry):
+        return jax.lax.scan(one_row, carry, None, length=rows)
+
+    return block
+
+
+def grow_neighbor_list(engine: Engine, nbr_fns, state, overflowed, cell):
+    """A larger list for re-running a block from ``state`` after ``overflowed``
+    (the block's final list) reported an overflow; placed where the state lives."""
+    check, ref = engine.nbr_positions(state)
+    bigger = nbr_fns.reallocate(overflowed, check if ref is None else ref, cell)
+    return engine.place(bigger.replace(overflow=jnp.zeros_like(bigger.overflow)))
+
+
 def _rows_per_block(n_rows: int, target: int) -> int:
     target = max(1, min(n_rows, target))
     for k in range(target, 0, -1):
@@ -290,8 +328,6 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
 
     With ``restart`` (a run directory) the saved config and checkpoint are
     used and the run continues bit-identically to its requested ``steps``."""
-    from .dynamics.observables import block_average
-
     if restart is not None:
         run_dir = Path(restart)
         config = io.read_toml(run_dir / io.CONFIG)
@@ -315,8 +351,7 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
     config["potential"] = {**config["potential"], **pot.config}
     key = jax.random.PRNGKey(int(md["seed"]))
     key, pkey = jax.random.split(key)
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x,
-                                    pot.init(pkey, system))
+    params = cast_params(pot.init(pkey, system), dtype)
     context = Context(species=system.species, cell=system.cell, neighbors=None, charges=system.charges)
 
     nbr_fns = None
@@ -375,24 +410,8 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
         io.truncate_trajectory(run_dir / io.TRAJECTORY, start_step)
         io.truncate_trajectory(run_dir / "trajectory_beads.extxyz", start_step)
 
-    def one_step(carry, _):
-        state, nbr = carry
-        if nbr_fns is not None:
-            check, ref = engine.nbr_positions(state)
-            nbr = nbr_fns.update(check, nbr, system.cell, reference=ref)
-        return (engine.step(state, nbr), nbr), None
-
     write_beads = bool(out["all_beads"]) and engine.beads is not None
-
-    def one_row(carry, _):
-        carry, _ = jax.lax.scan(one_step, carry, None, length=every)
-        frame = engine.beads(carry[0]) if write_beads else engine.frame(carry[0])
-        return carry, (engine.observe(*carry), frame)
-
-    def block(carry):
-        return jax.lax.scan(one_row, carry, None, length=rows_per_block)
-
-    block_jit = jax.jit(block)
+    block_jit = jax.jit(make_block(engine, nbr_fns, system.cell, every, rows_per_block, write_beads))
     t0 = time.perf_counter()
     compiled = block_jit.lower((state, nbr)).compile()
     compile_seconds = time.perf_counter() - t0
@@ -416,10 +435,7 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
             elapsed = time.perf_counter() - t1
             if nbr_fns is not None and bool(new_carry[1].overflow):
                 # re-run this block from its start with a larger list
-                check, ref = engine.nbr_positions(state)
-                build_from = check if ref is None else ref
-                bigger = nbr_fns.reallocate(new_carry[1], build_from, system.cell)
-                nbr = engine.place(bigger.replace(overflow=jnp.zeros_like(bigger.overflow)))
+                nbr = grow_neighbor_list(engine, nbr_fns, state, new_carry[1], system.cell)
                 t0 = time.perf_counter()
                 compiled = block_jit.lower((state, nbr)).compile()
                 compile_seconds += time.perf_counter() - t0

@@ -7,11 +7,9 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 from conftest import assert_restart_bit_identical
 
 from jaxpot import io
-from jaxpot.cli import main
 from jaxpot.simulate import run_md
 
 
@@ -26,7 +24,7 @@ def water_pimd_config(directory, steps=40, beads=4, **md):
 
 
 def test_pimd_run_writes_centroids_beads_and_quantum_estimators(tmp_path):
-    s = run_md(water_pimd_config(tmp_path / "run"), progress=False)
+    run_md(water_pimd_config(tmp_path / "run"), progress=False)
     d = tmp_path / "run"
     on_disk = json.loads((d / "summary.json").read_text())
     assert on_disk["beads"] == 4

@@ -2,8 +2,6 @@
 of the published formulas, autodiff forces and stress against finite
 differences, symmetry, molecule recognition, image conventions and NVE
 energy conservation."""
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from ase import Atoms
@@ -11,7 +9,7 @@ from ase import Atoms
 from jaxpot import units
 from jaxpot.build import water_box, water_cluster
 from jaxpot.interop.ase import JaxpotCalculator
-from jaxpot.system import InputError, from_ase
+from jaxpot.system import InputError
 
 KCAL = units.KCAL_MOL
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 from ..system import InputError, System
-from .base import Context, Potential, sum_potentials  # noqa: F401
+from .base import Context, Potential, sum_potentials  # noqa: F401  (re-exported)
 
 # kind -> "module:factory"; factories are (config: dict, system) -> Potential.
 # Imported lazily so optional dependencies stay optional.

@@ -26,12 +26,11 @@ the periodic boundary in the input are handled.
 from __future__ import annotations
 
 import numpy as np
-import jax
 import jax.numpy as jnp
 
 from .. import units
 from ..system import InputError, System
-from .base import Context, Potential, esum, pairs, safe_norm
+from .base import Context, Potential, esum, safe_norm
 from .electrostatics import all_pairs, make_coulomb
 
 QTIP4PF = dict(

@@ -1,0 +1,84 @@
+"""Shared timing machinery of the benchmarks: jaxpot is timed through the very
+block that ``jaxpot.simulate.run_md`` compiles (``simulate.make_block``),
+with the same on-overflow re-run, so benchmark and production agree."""
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from jaxpot.neighbors import neighbor_list
+from jaxpot.potentials import build_potential
+from jaxpot.potentials.base import Context
+from jaxpot.simulate import MD_DEFAULTS, cast_params, classical_engine, grow_neighbor_list, make_block, pimd_engine
+from jaxpot.system import from_ase
+
+
+def time_blocks(run_block, carry, steps_per_block, min_steps, min_seconds, max_seconds):
+    """(steps/s, steps timed, final carry) over repeated calls of ``run_block``
+    after one warm-up call; stops after ``max_seconds`` or once both
+    ``min_steps`` and ``min_seconds`` are reached."""
+    carry = jax.block_until_ready(run_block(carry))
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        carry = jax.block_until_ready(run_block(carry))
+        n += 1
+        el = time.perf_counter() - t0
+        if el >= max_seconds or (n * steps_per_block >= min_steps and el >= min_seconds):
+            break
+    return n * steps_per_block / el, n * steps_per_block, carry
+
+
+def jaxpot_engine(atoms, spec, md_overrides, dtype_name, skin):
+    """(system, potential, params, context, engine, neighbor fns, list, state)
+    for ``atoms`` and a ``[potential]`` table, as ``run_md`` builds them."""
+    import jax.numpy as jnp
+
+    dtype = jnp.float32 if dtype_name == "float32" else jnp.float64
+    system = from_ase(atoms, dtype=dtype)
+    pot = build_potential(spec, system)
+    params = cast_params(pot.init(jax.random.PRNGKey(0), system), dtype)
+    ctx = Context(species=system.species, cell=system.cell, neighbors=None, charges=system.charges)
+    md = {**MD_DEFAULTS, "dtype": dtype_name, **md_overrides}
+    make = pimd_engine if md["ensemble"] == "pimd" else classical_engine
+    engine = make(pot, params, system, ctx, md)[0]
+    fns = nbr = None
+    if pot.cutoff > 0:
+        fns = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic, skin=skin,
+                            images=pot.neighbor_images)
+        nbr = fns.allocate(system.positions, system.cell)
+    state = engine.init(jax.random.PRNGKey(1), nbr)
+    return system, pot, params, ctx, engine, fns, engine.place(nbr), state
+
+
+def block_timer(engine, fns, cell, state, nbr, every, rows):
+    """(compile seconds, timer(timing) -> steps/s, live dict) for the run_md
+    block of ``every * rows`` steps; a timed round that overflows the
+    neighbor list is re-run with a larger list, as ``run_md`` does."""
+    block = make_block(engine, fns, cell, every, rows)
+
+    def run(carry):
+        return block(carry)[0]
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(run).lower((state, nbr)).compile()
+    compile_s = time.perf_counter() - t0
+    live = {"carry": (state, nbr), "compiled": compiled, "steps": 0, "builds": 0}
+
+    def timer(timing):
+        for _ in range(3):
+            start = live["carry"]
+            builds0 = int(start[1].n_builds) if fns is not None else 0
+            sps, steps, end = time_blocks(live["compiled"], start, every * rows, *timing)
+            if fns is None or not bool(end[1].overflow):
+                live["carry"] = end
+                live["steps"] += steps + every * rows   # timed blocks + warm-up block
+                live["builds"] += (int(end[1].n_builds) - builds0) if fns is not None else 0
+                return sps
+            live["carry"] = (start[0], grow_neighbor_list(engine, fns, start[0], end[1], cell))
+            live["compiled"] = jax.jit(run).lower(live["carry"]).compile()
+        raise RuntimeError("jaxpot neighbor list kept overflowing")
+
+    return compile_s, timer, live
