@@ -57,7 +57,7 @@ import jaxpot  # noqa: E402,F401  (enables float64)
 from jaxpot import units  # noqa: E402
 from jaxpot.build import water_box  # noqa: E402
 from jaxpot.potentials.base import bind  # noqa: E402
-from benchlib import block_timer, jaxpot_engine, time_blocks  # noqa: E402
+from benchlib import block_timer, jaxpot_engine, time_blocks, time_calls  # noqa: E402
 
 # argon (Rahman 1964 / White 1999 style parameters)
 AR_SIGMA, AR_EPS, AR_MASS = 3.405, 0.0104, 39.948
@@ -228,17 +228,7 @@ def bench_openmm(atoms, dt, temperature, block, timing, threads=2):
     setup_s = time.perf_counter() - t0
 
     def timer(timing):
-        integ.step(block)  # warm-up, as for the JAX engines
-        n = 0
-        t0 = time.perf_counter()
-        min_steps, min_seconds, max_seconds = timing
-        while True:
-            integ.step(block)
-            n += 1
-            el = time.perf_counter() - t0
-            if el >= max_seconds or (n * block >= min_steps and el >= min_seconds):
-                break
-        return n * block / el
+        return time_calls(lambda: integ.step(block), block, *timing)[0]
 
     def finish():
         e = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)

@@ -59,7 +59,7 @@ import jaxpot  # noqa: E402,F401  (enables float64)
 from jaxpot import units  # noqa: E402
 from jaxpot.build import water_box  # noqa: E402
 from jaxpot.simulate import MD_DEFAULTS  # noqa: E402
-from benchlib import block_timer, jaxpot_engine  # noqa: E402
+from benchlib import block_timer, jaxpot_engine, time_calls  # noqa: E402
 
 TEMPERATURE = 300.0   # K
 DT = 0.25             # fs
@@ -155,17 +155,7 @@ def bench_openmm(atoms, kind, beads, block, threads=2):
 
     def timer(timing):
         assert ctx is not None  # the Context must outlive the integrator calls
-        min_steps, min_seconds, max_seconds = timing
-        integ.step(block)  # warm-up, as for jaxpot
-        n = 0
-        t0 = time.perf_counter()
-        while True:
-            integ.step(block)
-            n += 1
-            el = time.perf_counter() - t0
-            if el >= max_seconds or (n * block >= min_steps and el >= min_seconds):
-                break
-        return n * block / el
+        return time_calls(lambda: integ.step(block), block, *timing)[0]
 
     def finish():
         from openmm import unit

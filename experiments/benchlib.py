@@ -15,20 +15,32 @@ from jaxpot.simulate import MD_DEFAULTS, cast_params, classical_engine, grow_nei
 from jaxpot.system import from_ase
 
 
-def time_blocks(run_block, carry, steps_per_block, min_steps, min_seconds, max_seconds):
-    """(steps/s, steps timed, final carry) over repeated calls of ``run_block``
-    after one warm-up call; stops after ``max_seconds`` or once both
-    ``min_steps`` and ``min_seconds`` are reached."""
-    carry = jax.block_until_ready(run_block(carry))
+def time_calls(call, steps_per_call, min_steps, min_seconds, max_seconds):
+    """(steps/s, steps timed) of repeated ``call()`` (which must block until
+    its work is done) after one warm-up call; stops after ``max_seconds`` or
+    once both ``min_steps`` and ``min_seconds`` are reached."""
+    call()
     n = 0
     t0 = time.perf_counter()
     while True:
-        carry = jax.block_until_ready(run_block(carry))
+        call()
         n += 1
         el = time.perf_counter() - t0
-        if el >= max_seconds or (n * steps_per_block >= min_steps and el >= min_seconds):
+        if el >= max_seconds or (n * steps_per_call >= min_steps and el >= min_seconds):
             break
-    return n * steps_per_block / el, n * steps_per_block, carry
+    return n * steps_per_call / el, n * steps_per_call
+
+
+def time_blocks(run_block, carry, steps_per_block, min_steps, min_seconds, max_seconds):
+    """:func:`time_calls` for a jitted ``run_block(carry) -> carry``; also
+    returns the final carry."""
+    box = [carry]
+
+    def call():
+        box[0] = jax.block_until_ready(run_block(box[0]))
+
+    sps, steps = time_calls(call, steps_per_block, min_steps, min_seconds, max_seconds)
+    return sps, steps, box[0]
 
 
 def jaxpot_engine(atoms, spec, md_overrides, dtype_name, skin):
