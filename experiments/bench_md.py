@@ -109,8 +109,8 @@ def water(molecules: int):
 def bench_jaxpot(atoms, spec, dtype, dt, temperature, block, timing):
     """jaxpot NVE through the run_md block (one thermo row per block)."""
     prec = "float32" if dtype == jnp.float32 else "float64"
-    md = {"ensemble": "nve", "thermostat": "none", "timestep": dt, "temperature": temperature}
-    system, pot, params, ctx, engine, fns, nbr, state = jaxpot_engine(atoms, spec, md, prec, SKIN)
+    md = {"ensemble": "nve", "thermostat": "none", "timestep": dt, "temperature": temperature, "skin": SKIN}
+    system, pot, params, ctx, engine, fns, nbr, state = jaxpot_engine(atoms, spec, md, prec)
     compile_s, timer, live = block_timer(engine, fns, system.cell, state, nbr, block, 1)
 
     def finish():
@@ -150,8 +150,8 @@ def profile_jaxpot(prof, spec, atoms, dtype, rebuilds_per_step, repeats=5):
     if spec.get("kind") == "qtip4pf":
         spec_rs = {**spec, "coulomb": "cutoff"}
         prec = "float32" if dtype == jnp.float32 else "float64"
-        _, pot2, params2, ctx2, _, _, _, _ = jaxpot_engine(atoms, spec_rs, {"ensemble": "nve", "thermostat": "none"},
-                                                            prec, SKIN)
+        _, pot2, params2, ctx2, _, _, _, _ = jaxpot_engine(
+            atoms, spec_rs, {"ensemble": "nve", "thermostat": "none", "skin": SKIN}, prec)
         g2 = jax.jit(jax.value_and_grad(lambda p, n: bind(pot2, params2, ctx2)(p, neighbors=n)))
         out["force_no_reciprocal_s"] = per_call(g2, pos, nbr)
     out["rebuilds_per_step"] = rebuilds_per_step

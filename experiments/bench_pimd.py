@@ -58,7 +58,6 @@ import jax.numpy as jnp  # noqa: E402
 import jaxpot  # noqa: E402,F401  (enables float64)
 from jaxpot import units  # noqa: E402
 from jaxpot.build import water_box  # noqa: E402
-from jaxpot.simulate import MD_DEFAULTS  # noqa: E402
 from benchlib import block_timer, jaxpot_engine, time_calls  # noqa: E402
 
 TEMPERATURE = 300.0   # K
@@ -109,9 +108,7 @@ def ho_spec():
 def bench_jaxpot(atoms, spec, beads, dtype_name, every, rows):
     md = {"ensemble": "pimd", "thermostat": "pile_l", "beads": beads,
           "temperature": TEMPERATURE, "timestep": DT, "tau": TAU}
-    # the PIMD list is built from centroids with the driver's extra 0.5 A of skin
-    system, pot, params, ctx, engine, fns, nbr, state = jaxpot_engine(
-        atoms, spec, md, dtype_name, float(MD_DEFAULTS["skin"]) + 0.5)
+    system, pot, params, ctx, engine, fns, nbr, state = jaxpot_engine(atoms, spec, md, dtype_name)
     compile_s, timer, live = block_timer(engine, fns, system.cell, state, nbr, every, rows)
 
     def finish():

@@ -11,7 +11,8 @@ import numpy as np
 from jaxpot.neighbors import neighbor_list
 from jaxpot.potentials import build_potential
 from jaxpot.potentials.base import Context
-from jaxpot.simulate import MD_DEFAULTS, cast_params, classical_engine, grow_neighbor_list, make_block, pimd_engine
+from jaxpot.simulate import (MD_DEFAULTS, cast_params, classical_engine, grow_neighbor_list, make_block,
+                             neighbor_skin, pimd_engine)
 from jaxpot.system import from_ase
 
 
@@ -43,9 +44,10 @@ def time_blocks(run_block, carry, steps_per_block, min_steps, min_seconds, max_s
     return sps, steps, box[0]
 
 
-def jaxpot_engine(atoms, spec, md_overrides, dtype_name, skin):
+def jaxpot_engine(atoms, spec, md_overrides, dtype_name):
     """(system, potential, params, context, engine, neighbor fns, list, state)
-    for ``atoms`` and a ``[potential]`` table, as ``run_md`` builds them."""
+    for ``atoms``, a ``[potential]`` table and ``[md]`` overrides, as
+    ``run_md`` builds them (neighbor skin included)."""
     import jax.numpy as jnp
 
     dtype = jnp.float32 if dtype_name == "float32" else jnp.float64
@@ -58,7 +60,7 @@ def jaxpot_engine(atoms, spec, md_overrides, dtype_name, skin):
     engine = make(pot, params, system, ctx, md)[0]
     fns = nbr = None
     if pot.cutoff > 0:
-        fns = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic, skin=skin,
+        fns = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic, skin=neighbor_skin(md),
                             images=pot.neighbor_images)
         nbr = fns.allocate(system.positions, system.cell)
     state = engine.init(jax.random.PRNGKey(1), nbr)

@@ -132,9 +132,8 @@ def relax_water(atoms, steps: int = 300, max_step: float = 0.1, dt: float = 0.5)
 
     nbr = fns.allocate(system.positions, system.cell)
     pos, nbr = fire(system.positions, nbr)
-    if nbr.did_overflow():
-        nbr = fns.allocate(system.positions, system.cell, capacity=2 * nbr.capacity,
-                           row_capacity=2 * nbr.row_capacity)
+    while nbr.did_overflow():   # relax again from the start with a larger list
+        nbr = fns.reallocate(nbr, system.positions, system.cell)
         pos, nbr = fire(system.positions, nbr)
     out = atoms.copy()
     out.set_positions(np.asarray(pos))

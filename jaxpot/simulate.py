@@ -275,6 +275,13 @@ def _bead_mesh(n_beads: int, devices: int):
     return Mesh(np.asarray(avail[:n]), ("beads",))
 
 
+def neighbor_skin(md: dict) -> float:
+    """Neighbor-list skin (A) for an ``[md]`` table. PIMD lists are built from
+    centroids and beads spread around them, so the skin also covers the
+    ring-polymer radius (~0.3 A for H at 300 K): 0.5 A more."""
+    return float(md["skin"]) + (0.5 if md["ensemble"] == "pimd" else 0.0)
+
+
 def cast_params(tree, dtype):
     """Floating leaves of a params pytree in ``dtype`` (integers untouched)."""
     return jax.tree_util.tree_map(
@@ -357,11 +364,7 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
     nbr_fns = None
     nbr = None
     if pot.cutoff > 0:
-        skin = float(md["skin"])
-        if md["ensemble"] == "pimd":
-            # the list is built from centroids; beads spread around them, so
-            # the skin also has to cover the ring-polymer radius (~0.3 A for H at 300 K)
-            skin = skin + 0.5
+        skin = neighbor_skin(md)
         if system.periodic and pot.neighbor_images == "minimum":
             from .neighbors import cutoff_scheme_hint
             from .space import perpendicular_widths

@@ -85,7 +85,7 @@ class JaxpotCalculator(Calculator):
         nbr = None
         if self._nbr is not None:
             # reuse the list while atoms stay within the skin; reallocate on overflow
-            if self._nbr_state is None or self._nbr_state.capacity == 0:
+            if self._nbr_state is None:
                 nbr = self._nbr.allocate(pos, cell)
             else:
                 nbr = self._update(pos, self._nbr_state, cell)
