@@ -17,9 +17,15 @@ KINDS = {
     "harmonic": "jaxpot.potentials.classical:harmonic_from_config",
     "qtip4pf": "jaxpot.potentials.water:qtip4pf_from_config",
     "spcfw": "jaxpot.potentials.water:spcfw_from_config",
+    "atomic_energies": "jaxpot.potentials.saved:atomic_energies_from_config",
+    "model": "jaxpot.potentials.saved:model_from_config",
+    "gaussian_electrostatics": "jaxpot.potentials.electrostatics:gaussian_electrostatics_from_config",
+    "behler_parrinello": "jaxpot.potentials.behler_parrinello:behler_parrinello_from_config",
+    "nequip": "jaxpot.potentials.equivariant:nequip_from_config",
+    "mace": "jaxpot.potentials.equivariant:mace_from_config",
+    "kernel": "jaxpot.potentials.kernels:kernel_from_config",
+    "openmm": "jaxpot.interop.openmm:openmm_from_config",
 }
-
-PLANNED = ("gaussian_electrostatics", "behler_parrinello", "nequip", "mace", "kernel", "model", "openmm")
 
 
 def build_potential(config: dict, system: System) -> Potential:
@@ -38,8 +44,10 @@ def build_potential(config: dict, system: System) -> Potential:
             raise InputError(f"unknown key(s) for potential kind 'sum': {', '.join(sorted(unknown))}")
         return sum_potentials([build_potential(t, system) for t in terms])
     if kind not in KINDS:
-        if kind in PLANNED:
-            raise InputError(f"potential kind {kind!r} is not available in this version of jaxpot")
         raise InputError(f"unknown potential kind {kind!r} (known: {', '.join(sorted(KINDS) + ['sum'])})")
     module, factory = KINDS[kind].split(":")
-    return getattr(importlib.import_module(module), factory)(dict(config), system)
+    try:
+        fn = getattr(importlib.import_module(module), factory)
+    except (ImportError, AttributeError) as err:
+        raise InputError(f"potential kind {kind!r} is not available in this version of jaxpot ({err})") from err
+    return fn(dict(config), system)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from ..neighbors import NeighborList
@@ -30,6 +31,32 @@ class Context:
     cell: jnp.ndarray                         # (3, 3) A, rows are lattice vectors
     neighbors: Optional[NeighborList] = None  # half list with image shifts
     charges: Optional[jnp.ndarray] = None     # (N,) e, from the input structure
+
+
+def species_index_table(symbols):
+    """(119,) int32 lookup from atomic number to the index of that element in
+    a model's ``species`` list (e.g. ["H", "O"]); -1 for elements the model
+    does not know and for atomic number 0, which marks padding atoms.
+
+    Models use it as ``idx = table[context.species]``; atoms with idx < 0
+    contribute no energy (the padding convention of batched training data)."""
+    from ..system import species_from_symbols
+
+    table = np.full(119, -1, np.int32)
+    for k, z in enumerate(species_from_symbols(symbols)):
+        table[z] = k
+    return jnp.asarray(table)
+
+
+def check_species(system, symbols, name: str) -> None:
+    """InputError naming the elements of ``system`` that a model with
+    ``species`` ``symbols`` was not built for."""
+    from ..system import InputError
+
+    missing = sorted(set(system.symbols) - set(symbols))
+    if missing:
+        raise InputError(f"{name} model has no parameters for element(s) {', '.join(missing)} "
+                         f"(its species: {', '.join(symbols)})")
 
 
 def _no_params(key, system):

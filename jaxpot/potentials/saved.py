@@ -1,0 +1,127 @@
+"""Model directories and per-element reference energies.
+
+A model directory (written by ``jaxpot train``; ../shared/API.md) holds
+- ``model.toml``: ``[potential]``, the full configuration of the potential
+  (any kind, sums included: a Delta-learning baseline + ML model is one
+  table), plus ``[model]`` metadata (species, cutoff, units, jaxpot version);
+- ``params.msgpack``: the parameters as a flax state dict in msgpack, a
+  portable format readable without jaxpot (``flax.serialization``).
+
+Loading rebuilds the potential from its configuration, initialises a
+template of its parameters and fills it from the file, so a file whose
+structure does not match the configuration is an error, not a silent mix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from ..system import InputError
+from .base import Potential, check_species, esum, species_index_table
+
+MODEL_FILE = "model.toml"
+PARAMS_FILE = "params.msgpack"
+
+
+def save_model(directory, potential_config: dict, params, metadata: dict | None = None) -> Path:
+    """Write a model directory (created if needed; existing files replaced).
+
+    ``potential_config`` must rebuild the same potential with
+    :func:`jaxpot.potentials.build_potential`; ``params`` its parameters."""
+    from .. import io
+    from .. import __version__
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {"jaxpot_version": __version__, "units": "metal (eV, A, fs, amu, K, e)"}
+    meta.update(metadata or {})
+    io.write_toml(directory / MODEL_FILE, {"model": meta, "potential": potential_config})
+    state = serialization.to_state_dict(jax.tree_util.tree_map(np.asarray, params))
+    (directory / PARAMS_FILE).write_bytes(serialization.msgpack_serialize(state))
+    return directory
+
+
+def read_model_config(directory) -> dict:
+    """The parsed ``model.toml`` of a model directory."""
+    from .. import io
+
+    directory = Path(directory)
+    f = directory / MODEL_FILE
+    if not f.is_file():
+        raise InputError(f"{directory} is not a jaxpot model directory (no {MODEL_FILE})")
+    data = io.read_toml(f)
+    if "potential" not in data:
+        raise InputError(f"{f} has no [potential] table")
+    return data
+
+
+def load_params(directory, template):
+    """Parameters from ``params.msgpack``, checked against ``template``."""
+    f = Path(directory) / PARAMS_FILE
+    if not f.is_file():
+        raise InputError(f"model directory {directory} has no {PARAMS_FILE}")
+    state = serialization.msgpack_restore(f.read_bytes())
+    try:
+        params = serialization.from_state_dict(template, state)
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{f} does not match the potential in {MODEL_FILE}: {err}") from err
+    bad = [(jax.tree_util.keystr(k), np.shape(a), np.shape(b)) for (k, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(template)[0], jax.tree_util.tree_leaves(params))
+        if np.shape(a) != np.shape(b)]
+    if bad:
+        raise InputError(f"{f} does not match the potential in {MODEL_FILE}: "
+                         f"parameter {bad[0][0]} has shape {bad[0][2]}, expected {bad[0][1]}")
+    return jax.tree_util.tree_map(jnp.asarray, params)
+
+
+def model_from_config(config: dict, system) -> Potential:
+    """``kind = "model", path = "runs/fit/model"``: a trained model directory."""
+    from . import build_potential
+
+    unknown = set(config) - {"kind", "path"}
+    if unknown:
+        raise InputError(f"unknown key(s) for potential kind 'model': {', '.join(sorted(unknown))}")
+    if "path" not in config:
+        raise InputError("potential kind 'model' needs 'path' (a model directory)")
+    path = Path(config["path"]).expanduser()
+    data = read_model_config(path)
+    inner = build_potential(data["potential"], system)
+    params = load_params(path, inner.init(jax.random.PRNGKey(0), system))
+    return Potential(
+        energy=inner.energy, init=lambda key, system: params, cutoff=inner.cutoff,
+        name=f"model({inner.name})", translation_invariant=inner.translation_invariant,
+        charges=inner.charges, config={"kind": "model", "path": str(path.resolve())},
+        neighbor_images=inner.neighbor_images,
+    )
+
+
+def atomic_energies_from_config(config: dict, system) -> Potential:
+    """``kind = "atomic_energies", energies = {H = -13.6, O = -432.0}`` (eV):
+    E = sum_i E0[element_i], the per-element reference energies of ML
+    models (trainable; fitted by least squares before training)."""
+    unknown = set(config) - {"kind", "energies"}
+    if unknown:
+        raise InputError(f"unknown key(s) for potential kind 'atomic_energies': {', '.join(sorted(unknown))}")
+    energies = config.get("energies")
+    if not isinstance(energies, dict) or not energies:
+        raise InputError("potential kind 'atomic_energies' needs a table 'energies' (element -> eV)")
+    symbols = list(energies)
+    if system is not None:
+        check_species(system, symbols, "atomic_energies")
+    table = species_index_table(symbols)
+    e0 = np.asarray([float(energies[s]) for s in symbols])
+
+    def init(key, system):
+        return {"energies": jnp.asarray(e0)}
+
+    def energy(params, positions, context):
+        idx = table[context.species]
+        e = jnp.where(idx >= 0, params["energies"][jnp.maximum(idx, 0)], 0.0)
+        return esum(e)
+
+    return Potential(energy=energy, init=init, cutoff=0.0, name="atomic_energies",
+                     config={"kind": "atomic_energies", "energies": {s: float(v) for s, v in zip(symbols, e0)}})
