@@ -1,6 +1,7 @@
 """An ASE Calculator over any jaxpot potential.
 
     atoms.calc = JaxpotCalculator({"kind": "qtip4pf"})   # a [potential] table
+    atoms.calc = JaxpotCalculator("runs/fit/model")       # a trained model directory
     atoms.calc = JaxpotCalculator(potential_object, params)   # a Potential built in Python
 
 Gives ``energy`` (eV), ``free_energy``, ``forces`` (eV/A), ``stress`` (eV/A^3,
@@ -29,8 +30,8 @@ class JaxpotCalculator(Calculator):
 
     def __init__(self, spec=None, params=None, *, dtype="float64", seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(spec, (str, Path)):
-            raise InputError(f"model directories ({spec}) are not available in this version of jaxpot yet")
+        if isinstance(spec, (str, Path)):   # a model directory (from jaxpot train)
+            spec = {"kind": "model", "path": str(spec)}
         if not isinstance(spec, (dict, Potential)):
             raise InputError("JaxpotCalculator needs a [potential] table (dict) or a Potential")
         self.spec = spec
