@@ -56,10 +56,50 @@ def _demo(args) -> int:
     return 0
 
 
-def _not_yet(name):
-    def fn(args) -> int:
-        raise InputError(f"'jaxpot {name}' is not available in this version of jaxpot yet")
-    return fn
+def _train(args) -> int:
+    from . import io
+    from .training.fit import train
+
+    if args.restart:
+        summary = train({}, restart=args.restart, progress=not args.no_progress)
+        out_dir = args.restart
+    else:
+        if args.config is None:
+            raise InputError("jaxpot train needs CONFIG.toml (or --restart MODEL_DIR)")
+        config = io.read_toml(args.config)
+        if args.directory:
+            config.setdefault("output", {})["directory"] = args.directory
+        summary = train(config, overwrite=args.overwrite, progress=not args.no_progress,
+                        base_dir=Path(args.config).resolve().parent)
+        out_dir = config.get("output", {}).get("directory", "runs/fit")
+    print(f"model directory: {out_dir}")
+    if "epochs" in summary and summary.get("stopped_by"):
+        print(f"  {summary['epochs']} epochs ({summary['stopped_by']}), best epoch {summary['best_epoch']}, "
+              f"{summary['structures_per_second']:.1f} structures/s")
+    for split in ("train", "validation", "test"):
+        if split in summary:
+            e = summary[split]
+            print(f"  {split:10s} energy MAE {1000 * e['energy_mae_eV_per_atom']:.2f} meV/atom, "
+                  f"forces MAE {1000 * e['forces_mae_eV_per_A']:.1f} meV/A, "
+                  f"RMSE {1000 * e['forces_rmse_eV_per_A']:.1f} meV/A ({e['structures']} structures)")
+    return 0
+
+
+def _eval(args) -> int:
+    import json
+
+    from .training.fit import eval_model
+
+    errors = eval_model(args.model_dir, args.data, batch_size=args.batch_size, energy_key=args.energy_key,
+                        forces_key=args.forces_key, stress_key=args.stress_key)
+    if args.json:
+        print(json.dumps(errors, indent=2))
+    else:
+        print(f"{args.data}: {errors['structures']} structures")
+        for k, v in errors.items():
+            if k != "structures":
+                print(f"  {k:26s} {v:.6g}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,13 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(fn=_demo)
     train = sub.add_parser("train", help="fit a model (TOML)")
-    train.add_argument("config")
-    train.set_defaults(fn=_not_yet("train"))
+    train.add_argument("config", nargs="?", help="training configuration (TOML)")
+    train.add_argument("--restart", metavar="MODEL_DIR", help="continue training from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    train.add_argument("--directory", help="override [output].directory")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(fn=_train)
     ev = sub.add_parser("eval", help="errors of a model on labelled data")
     ev.add_argument("model_dir")
-    ev.add_argument("data")
-    ev.add_argument("--json", action="store_true")
-    ev.set_defaults(fn=_not_yet("eval"))
+    ev.add_argument("data", help="labelled structures (extxyz)")
+    ev.add_argument("--json", action="store_true", help="print the errors as JSON")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--energy-key", help="info key of the reference energy (default: calculator result)")
+    ev.add_argument("--forces-key", help="arrays key of the reference forces")
+    ev.add_argument("--stress-key", help="info key of the reference stress")
+    ev.set_defaults(fn=_eval)
     return p
 
 

@@ -1,0 +1,351 @@
+"""Labelled structures from extxyz, splits and padded batches.
+
+Labels (metal units: energy eV, forces eV/A, stress eV/A^3 with ASE's sign)
+come from, in order of preference:
+1. the keys named in the configuration (``energy_key``, ``forces_key``,
+   ``stress_key``), looked up in ``atoms.info`` / ``atoms.arrays``;
+2. the calculator results ASE attaches when it reads ``energy=`` and a
+   ``forces`` column from an extxyz file;
+3. the conventional ``REF_energy``, ``REF_forces``, ``REF_stress`` keys.
+
+A batch holds ``batch_size`` structures padded to a common number of atoms
+and neighbor pairs. Atom counts are padded to the next power of two (at
+least 8), so a dataset of many sizes compiles only a few shapes; padding
+atoms have atomic number 0 (the padding convention of every jaxpot model),
+padding pair slots are masked, and padding structures have weight 0.
+Neighbor lists are built once on the host (positions of training data do
+not move) with :func:`ase.neighborlist.primitive_neighbor_list`, as half
+lists with integer image shifts like :mod:`jaxpot.neighbors`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..neighbors import NeighborList
+from ..potentials.base import Context
+from ..system import InputError
+
+_STRESS_VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+@dataclass
+class Labelled:
+    """One reference structure (host-side numpy)."""
+
+    numbers: np.ndarray            # (N,) atomic numbers
+    positions: np.ndarray          # (N, 3) A
+    cell: np.ndarray               # (3, 3) A (zeros for clusters)
+    pbc: bool
+    energy: float                  # eV
+    forces: np.ndarray | None      # (N, 3) eV/A
+    stress: np.ndarray | None      # (3, 3) eV/A^3
+    charges: np.ndarray | None = None
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.numbers)
+
+
+def _lookup(atoms, key):
+    if key in atoms.info:
+        return atoms.info[key]
+    if key in atoms.arrays:
+        return atoms.arrays[key]
+    return None
+
+
+def _calc_result(atoms, name):
+    calc = atoms.calc
+    if calc is None:
+        return None
+    return getattr(calc, "results", {}).get(name)
+
+
+def _stress_matrix(s):
+    s = np.asarray(s, dtype=np.float64)
+    if s.shape == (3, 3):
+        return s
+    if s.size == 9:
+        return s.reshape(3, 3)
+    if s.size == 6:
+        m = np.zeros((3, 3))
+        for k, (a, b) in enumerate(_STRESS_VOIGT):
+            m[a, b] = m[b, a] = s[k]
+        return m
+    raise InputError(f"stress label has {s.size} components (need 6 or 9)")
+
+
+def labelled_from_atoms(atoms, *, energy_key=None, forces_key=None, stress_key=None,
+                        where: str = "structure") -> Labelled:
+    """A :class:`Labelled` from an ``ase.Atoms`` (see the module docstring)."""
+    def get(key, name, ref):
+        if key is not None:
+            v = _lookup(atoms, key)
+            if v is None:
+                raise InputError(f"{where}: no {name} label {key!r} in info/arrays")
+            return v
+        v = _calc_result(atoms, name)
+        return v if v is not None else _lookup(atoms, ref)
+
+    energy = get(energy_key, "energy", "REF_energy")
+    if energy is None:
+        raise InputError(f"{where}: no energy label (calculator result 'energy', info 'REF_energy', "
+                         "or set energy_key)")
+    forces = get(forces_key, "forces", "REF_forces")
+    stress = get(stress_key, "stress", "REF_stress")
+    numbers = np.asarray(atoms.get_atomic_numbers(), np.int32)
+    if np.any(numbers <= 0):
+        raise InputError(f"{where}: unknown element (atomic number 0)")
+    pbc = atoms.get_pbc()
+    if any(pbc) and not all(pbc):
+        raise InputError(f"{where}: mixed periodicity is not supported")
+    positions = np.asarray(atoms.get_positions(), np.float64)
+    if forces is not None:
+        forces = np.asarray(forces, np.float64)
+        if forces.shape != positions.shape:
+            raise InputError(f"{where}: forces have shape {forces.shape}, expected {positions.shape}")
+    energy = float(np.asarray(energy))
+    if not np.isfinite(energy) or (forces is not None and not np.all(np.isfinite(forces))):
+        raise InputError(f"{where}: non-finite energy or forces label")
+    charges = atoms.arrays.get("initial_charges")
+    return Labelled(numbers=numbers, positions=positions,
+                    cell=np.asarray(atoms.get_cell().array, np.float64), pbc=bool(all(pbc)),
+                    energy=energy, forces=forces,
+                    stress=None if stress is None or not all(pbc) else _stress_matrix(stress),
+                    charges=None if charges is None else np.asarray(charges, np.float64))
+
+
+def read_labelled(paths, *, energy_key=None, forces_key=None, stress_key=None,
+                  base_dir: Path | None = None) -> list[Labelled]:
+    """All frames of one or more labelled files (anything ``ase.io.read``
+    reads; extxyz is the usual one)."""
+    from ase.io import read
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out = []
+    for p in paths:
+        path = Path(p).expanduser()
+        if not path.is_absolute() and base_dir is not None and not path.exists():
+            path = Path(base_dir) / path
+        if not path.is_file():
+            raise InputError(f"data file not found: {p}")
+        try:
+            frames = read(path, index=":")
+        except Exception as err:  # ase raises many kinds
+            raise InputError(f"cannot read {path}: {err}") from None
+        for k, atoms in enumerate(frames):
+            out.append(labelled_from_atoms(atoms, energy_key=energy_key, forces_key=forces_key,
+                                           stress_key=stress_key, where=f"{path.name} frame {k}"))
+    if not out:
+        raise InputError(f"no structures in {', '.join(map(str, paths))}")
+    return out
+
+
+def split_indices(n: int, validation_fraction: float, seed: int):
+    """(train, validation) index arrays: a seeded random permutation."""
+    if not 0.0 <= validation_fraction < 1.0:
+        raise InputError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(validation_fraction * n))
+    if validation_fraction > 0 and n_val == 0 and n > 1:
+        n_val = 1
+    if n - n_val < 1:
+        raise InputError(f"{n} structures are too few to split off a validation set")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def half_pairs(s: Labelled, cutoff: float):
+    """Half neighbor list (i, j, shifts) within ``cutoff`` A, every periodic
+    image included: each pair once, r_ij = x_j - x_i + shift @ cell."""
+    from ase.neighborlist import primitive_neighbor_list
+
+    pbc = np.array([s.pbc] * 3)
+    cell = s.cell if s.pbc else np.eye(3) * (np.ptp(s.positions, axis=0).max() + 2 * cutoff + 1.0)
+    i, j, S = primitive_neighbor_list("ijS", pbc, cell, s.positions, cutoff, self_interaction=False)
+    keep = (i < j) | ((i == j) & ((S[:, 0] > 0) | ((S[:, 0] == 0) & ((S[:, 1] > 0) | ((S[:, 1] == 0) & (S[:, 2] > 0))))))
+    return i[keep], j[keep], S[keep]
+
+
+def pad_size(n: int, minimum: int = 8) -> int:
+    """Next power of two >= n (at least ``minimum``)."""
+    return max(minimum, 1 << int(np.ceil(np.log2(max(n, 1)))))
+
+
+@dataclass
+class Batch:
+    """Padded arrays for ``B`` structures (leading axis B everywhere)."""
+
+    positions: jnp.ndarray        # (B, Np, 3) A
+    context: Context              # species (B, Np), cell (B, 3, 3), neighbors batched
+    energy: jnp.ndarray           # (B,) eV
+    forces: jnp.ndarray           # (B, Np, 3) eV/A
+    stress: jnp.ndarray           # (B, 3, 3) eV/A^3
+    n_atoms: jnp.ndarray          # (B,) real atoms
+    weight: jnp.ndarray           # (B,) 1 real, 0 padding structure
+    has_forces: jnp.ndarray       # (B,) bool
+    has_stress: jnp.ndarray       # (B,) bool
+
+
+def _tree(cls):
+    import jax
+
+    jax.tree_util.register_pytree_node(
+        cls, lambda b: (tuple(getattr(b, f) for f in b.__dataclass_fields__), None),
+        lambda _, leaves: cls(*leaves))
+    return cls
+
+
+_tree(Batch)
+
+
+def make_batch(structures: list[Labelled], cutoff: float, n_pad: int, k_pad: int,
+               batch_size: int, dtype=np.float64, pairs_cache: dict | None = None) -> Batch:
+    """Stack ``structures`` (at most ``batch_size``) into one padded batch."""
+    b = batch_size
+    pos = np.zeros((b, n_pad, 3))
+    species = np.zeros((b, n_pad), np.int32)
+    cell = np.zeros((b, 3, 3))
+    idx = np.zeros((b, 2, k_pad), np.int32)
+    shifts = np.zeros((b, k_pad, 3))
+    mask = np.zeros((b, k_pad), bool)
+    energy = np.zeros(b)
+    forces = np.zeros((b, n_pad, 3))
+    stress = np.zeros((b, 3, 3))
+    n_atoms = np.ones(b)       # 1 for padding structures, so per-atom divisions stay finite
+    weight = np.zeros(b)
+    has_f = np.zeros(b, bool)
+    has_s = np.zeros(b, bool)
+    charges = np.zeros((b, n_pad))
+    for k, s in enumerate(structures):
+        n = s.n_atoms
+        pos[k, :n] = s.positions
+        # padding atoms sit far from everything (and from each other), so no
+        # model can see them even without masks
+        pos[k, n:] = 1e4 * (1.0 + np.arange(n_pad - n))[:, None]
+        species[k, :n] = s.numbers
+        cell[k] = s.cell
+        key = id(s)
+        if pairs_cache is not None and key in pairs_cache:
+            i, j, S = pairs_cache[key]
+        else:
+            i, j, S = half_pairs(s, cutoff)
+            if pairs_cache is not None:
+                pairs_cache[key] = (i, j, S)
+        m = len(i)
+        idx[k, 0, :m], idx[k, 1, :m], shifts[k, :m], mask[k, :m] = i, j, S, True
+        energy[k] = s.energy
+        if s.forces is not None:
+            forces[k, :n] = s.forces
+            has_f[k] = True
+        if s.stress is not None:
+            stress[k] = s.stress
+            has_s[k] = True
+        if s.charges is not None:
+            charges[k, :n] = s.charges
+        n_atoms[k] = n
+        weight[k] = 1.0
+    nbr = NeighborList(
+        idx=jnp.asarray(idx), shifts=jnp.asarray(shifts, dtype), mask=jnp.asarray(mask),
+        reference=jnp.asarray(pos, dtype), n_pairs=jnp.asarray(mask.sum(1), jnp.int32),
+        max_row=jnp.zeros(b, jnp.int32), overflow=jnp.zeros(b, bool), n_builds=jnp.zeros(b, jnp.int32),
+    )
+    ctx = Context(species=jnp.asarray(species), cell=jnp.asarray(cell, dtype), neighbors=nbr,
+                  charges=jnp.asarray(charges, dtype))
+    return Batch(positions=jnp.asarray(pos, dtype), context=ctx, energy=jnp.asarray(energy),
+                 forces=jnp.asarray(forces, dtype), stress=jnp.asarray(stress, dtype),
+                 n_atoms=jnp.asarray(n_atoms), weight=jnp.asarray(weight),
+                 has_forces=jnp.asarray(has_f), has_stress=jnp.asarray(has_s))
+
+
+class Batcher:
+    """Padded batches of a fixed set of structures for one cutoff (A).
+
+    Structures are grouped by padded atom count (exact count with
+    ``pad=False``, for potentials built for one system); pair capacities are the
+    largest pair count of each group rounded up to 64, so there is one
+    compiled shape per group. ``batches(epoch)`` shuffles within groups and
+    the order of batches, reproducibly from ``seed`` and the epoch."""
+
+    def __init__(self, structures: list[Labelled], cutoff: float, batch_size: int,
+                 dtype=np.float64, seed: int = 0, pad: bool = True):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        self.structures = structures
+        self.cutoff = float(cutoff)
+        self.batch_size = int(batch_size)
+        self.dtype = dtype
+        self.seed = int(seed)
+        self._pairs: dict = {}
+        self.groups: dict[int, list[int]] = {}
+        for k, s in enumerate(structures):
+            # pad=False (potentials built for one system): exact sizes, no padding atoms
+            self.groups.setdefault(pad_size(s.n_atoms) if pad else s.n_atoms, []).append(k)
+        self.k_pad = {}
+        for n_pad, members in self.groups.items():
+            most = 0
+            for k in members:
+                i, j, S = half_pairs(structures[k], self.cutoff)
+                self._pairs[id(structures[k])] = (i, j, S)
+                most = max(most, len(i))
+            self.k_pad[n_pad] = max(64, -(-most // 64) * 64)
+
+    def __len__(self) -> int:
+        return sum(-(-len(m) // self.batch_size) for m in self.groups.values())
+
+    def batches(self, epoch: int | None = None):
+        """Yield :class:`Batch` objects; ``epoch=None`` keeps the file order."""
+        plan = []
+        rng = None if epoch is None else np.random.default_rng([self.seed, epoch])
+        for n_pad in sorted(self.groups):
+            members = list(self.groups[n_pad])
+            if rng is not None:
+                members = list(rng.permutation(members))
+            for start in range(0, len(members), self.batch_size):
+                plan.append((n_pad, members[start:start + self.batch_size]))
+        if rng is not None:
+            plan = [plan[k] for k in rng.permutation(len(plan))]
+        for n_pad, members in plan:
+            yield make_batch([self.structures[k] for k in members], self.cutoff, n_pad,
+                             self.k_pad[n_pad], self.batch_size, self.dtype, self._pairs)
+
+
+def element_counts(structures: list[Labelled], symbols) -> np.ndarray:
+    """(S, E) counts of each element of ``symbols`` in each structure."""
+    from ..system import species_from_symbols
+
+    z = species_from_symbols(symbols)
+    return np.asarray([[np.sum(s.numbers == zz) for zz in z] for s in structures], np.float64)
+
+
+def fit_atomic_energies(structures: list[Labelled], symbols) -> dict:
+    """Per-element reference energies (eV) by least squares of E ~ sum n_el E0_el.
+
+    With one stoichiometry (e.g. only water clusters H2nOn) the offsets are
+    not separable; ``lstsq`` then returns the minimum-norm solution, which
+    fits the data equally well (only combinations present in the data
+    matter to the fit)."""
+    a = element_counts(structures, symbols)
+    e = np.asarray([s.energy for s in structures])
+    sol, *_ = np.linalg.lstsq(a, e, rcond=None)
+    return {s: float(v) for s, v in zip(symbols, sol)}
+
+
+def dataset_species(structures: list[Labelled]) -> list[str]:
+    """Element symbols present, ordered by atomic number."""
+    from ase.data import chemical_symbols
+
+    zs = sorted(set(int(z) for s in structures for z in s.numbers))
+    return [chemical_symbols[z] for z in zs]
+
+
+def shipped_data(name: str = "water_clusters.extxyz") -> Path:
+    """Path of a dataset shipped inside the package (``jaxpot/data``)."""
+    path = Path(__file__).resolve().parents[1] / "data" / name
+    if not path.is_file():
+        raise InputError(f"no shipped dataset {name!r} in {path.parent}")
+    return path
