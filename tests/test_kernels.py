@@ -378,7 +378,8 @@ def test_kernel_model_runs_energy_conserving_nve_from_a_model_directory(water, t
     assert np.all(np.isfinite(cons)) and np.std(pe) > 1e-3      # the molecule vibrates
     # velocity Verlet with a smooth surface: the conserved energy fluctuates
     # O(dt^2) around a constant, far less than the kinetic<->potential exchange
-    assert np.ptp(cons) < 0.02 * np.ptp(pe)
+    # (measured ratio 8e-4 at dt = 0.1 fs, growing as dt^2: 2.8e-3 at 0.2 fs, 1.2e-2 at 0.4 fs)
+    assert np.ptp(cons) < 0.005 * np.ptp(pe)
 
 
 def test_delta_learning_on_a_qtip4pf_baseline_reloads_as_a_sum_model(tmp_path):

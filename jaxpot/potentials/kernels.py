@@ -80,7 +80,7 @@ defined for finite molecules and clusters only.
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -269,18 +269,38 @@ def overlap_eigen(positions, species, max_atoms: int, orbitals: str = "s"):
     return eigvalsh(overlap_matrix(positions, species, max_atoms, orbitals))[::-1]
 
 
-def descriptor_fn(config: dict):
-    """``d(positions (N,3) A, species (N,)) -> (D,)`` for a resolved config."""
+def _descriptor_key(config: dict):
+    """A hashable description of the descriptor of a resolved config."""
     kind, n = config["descriptor"], int(config["max_atoms"])
+    if kind == "overlap":
+        return (kind, n, config["orbitals"])
+    if kind == "bag_of_bonds":
+        z = species_from_symbols(config["species"])
+        counts = {int(zz): int(config["max_counts"][s]) for zz, s in zip(z, config["species"])}
+        return (kind, n, tuple(bag_sizes(z, counts)))
+    return (kind, n)
+
+
+def _descriptor_from_key(key):
+    kind, n = key[0], key[1]
     if kind == "coulomb_eigen":
         return partial(coulomb_eigen, max_atoms=n)
     if kind == "coulomb_sorted":
         return partial(coulomb_sorted, max_atoms=n)
     if kind == "overlap":
-        return partial(overlap_eigen, max_atoms=n, orbitals=config["orbitals"])
-    z = species_from_symbols(config["species"])
-    counts = {int(zz): int(config["max_counts"][s]) for zz, s in zip(z, config["species"])}
-    return partial(bag_of_bonds, max_atoms=n, bags=bag_sizes(z, counts))
+        return partial(overlap_eigen, max_atoms=n, orbitals=key[2])
+    return partial(bag_of_bonds, max_atoms=n, bags=list(key[2]))
+
+
+def descriptor_fn(config: dict):
+    """``d(positions (N,3) A, species (N,)) -> (D,)`` for a resolved config."""
+    return _descriptor_from_key(_descriptor_key(config))
+
+
+@lru_cache(maxsize=32)
+def _batched_descriptor(key):
+    # one compiled batch function per descriptor, reused across fits and predictions
+    return jax.jit(jax.vmap(_descriptor_from_key(key)))
 
 
 def descriptor_size(config: dict) -> int:
@@ -313,7 +333,7 @@ def pad_structures(atoms_list, max_atoms: int):
 
 def compute_descriptors(config: dict, positions, species, batch_size: int = 256):
     """(B, D) descriptors for padded batches (positions A)."""
-    fn = jax.jit(jax.vmap(descriptor_fn(config)))
+    fn = _batched_descriptor(_descriptor_key(config))
     pos, z = np.asarray(positions), np.asarray(species)
     out = [np.asarray(fn(jnp.asarray(pos[i:i + batch_size]), jnp.asarray(z[i:i + batch_size])))
            for i in range(0, len(pos), batch_size)]
@@ -322,6 +342,7 @@ def compute_descriptors(config: dict, positions, species, batch_size: int = 256)
 
 # ---------------------------------------------------------------- kernels and regression
 
+@partial(jax.jit, static_argnames=("kernel", "batch_size"))
 def _distance_matrix(x, y, kernel: str, batch_size: int = 64):
     """Squared Euclidean (gaussian) or L1 (laplacian) distances, (n, m)."""
     x, y = jnp.asarray(x), jnp.asarray(y)
@@ -399,30 +420,41 @@ def gp_log_marginal_likelihood(log_hypers, dist, y, kernel: str, gram=None):
             - 0.5 * n * jnp.log(2.0 * jnp.pi))
 
 
+def _adam():
+    import optax
+    return optax.scale_by_adam()
+
+
+_ADAM = _adam()
+
+
+@partial(jax.jit, static_argnames=("kernel",))
+def _lml_adam_step(h, state, dist, gram, y, kernel, learning_rate):
+    """One Adam step on -log p(y)/n in (log sigma, log s^2, log lambda)."""
+    neg = lambda hh: -gp_log_marginal_likelihood(hh, dist, y, kernel, gram) / y.shape[0]
+    loss, g = jax.value_and_grad(neg)(h)
+    # the linear kernel has no length scale: freeze it
+    freeze = jnp.asarray([0.0 if kernel == "linear" else 1.0, 1.0, 1.0], dtype=h.dtype)
+    g = jnp.where(jnp.isfinite(g), g, 0.0) * freeze
+    upd, state = _ADAM.update(g, state, h)
+    return h - learning_rate * upd, state, loss
+
+
 def optimize_gp_hyperparameters(x, y, kernel: str, sigma: float, signal_variance: float,
                                 noise: float, steps: int = 200, learning_rate: float = 0.05):
     """Maximise the GP log marginal likelihood over (log sigma, log s^2,
     log noise) with optax Adam, from the given start (descriptor units,
     eV^2, eV^2). Returns ((sigma, signal_variance, noise), history of the
     log-likelihood); the best point seen is returned."""
-    import optax
-
     x, y = jnp.asarray(x), jnp.asarray(y)
     dist = None if kernel == "linear" else _distance_matrix(x, x, kernel)
     gram = x @ x.T if kernel == "linear" else None
     h = jnp.log(jnp.asarray([sigma, signal_variance, noise], dtype=y.dtype))
-    # the linear kernel has no length scale: freeze it
-    freeze = jnp.asarray([0.0 if kernel == "linear" else 1.0, 1.0, 1.0], dtype=y.dtype)
-    opt = optax.adam(learning_rate)
-    state = opt.init(h)
+    state = _ADAM.init(h)
     neg = lambda hh: -gp_log_marginal_likelihood(hh, dist, y, kernel, gram) / y.shape[0]
 
-    @jax.jit
     def step(h, state):
-        loss, g = jax.value_and_grad(neg)(h)
-        g = jnp.where(jnp.isfinite(g), g, 0.0) * freeze
-        upd, state = opt.update(g, state, h)
-        return optax.apply_updates(h, upd), state, loss
+        return _lml_adam_step(h, state, dist, gram, y, kernel, learning_rate)
 
     best, best_loss, history = h, np.inf, []
     for _ in range(int(steps)):
