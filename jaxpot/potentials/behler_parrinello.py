@@ -78,6 +78,8 @@ nobody's neighbor; masked neighbor slots contribute nothing.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
 import numbers
 
@@ -227,20 +229,14 @@ def _round8(x) -> int:
 
 
 def _most_neighbors(system, cutoff: float) -> int:
-    """Most neighbors (periodic images included) of one atom within ``cutoff``."""
-    from ..neighbors import neighbor_list
+    """Most neighbors (periodic images included) of one atom within ``cutoff``
+    (ASE's neighbor list on the host: no compilation, O(N) with binning)."""
+    from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-    n = system.n_atoms
-    if n < 2 and not system.periodic:
-        return 0
-    pos = jnp.asarray(system.positions, jnp.float64)
-    cell = np.asarray(system.cell, np.float64)
-    nbr = neighbor_list(cutoff, cell, system.periodic, skin=1e-9).allocate(pos, jnp.asarray(cell))
-    dr = np.asarray(pairs(pos, Context(species=system.species, cell=jnp.asarray(cell), neighbors=nbr))[2])
-    idx, mask = np.asarray(nbr.idx), np.asarray(nbr.mask)
-    ok = mask & (np.linalg.norm(dr, axis=-1) < cutoff)
-    counts = np.bincount(idx[0][ok], minlength=n) + np.bincount(idx[1][ok], minlength=n)
-    return int(counts.max())
+    from ..system import to_ase
+
+    i = ase_neighbor_list("i", to_ase(system), cutoff)
+    return int(np.bincount(i, minlength=system.n_atoms).max()) if len(i) else 0
 
 
 def symmetry_function_parameters(config: dict):
@@ -301,6 +297,8 @@ class _Descriptor:
         self.pair = pair
         self.n_features = self.n_el * self.n_radial + (self.n_pairs * self.n_angular)
         self.tri_j, self.tri_k = np.triu_indices(self.max_neighbors, 1)
+        self.jit = jax.jit(self.__call__)
+        self.batched = jax.jit(jax.vmap(self.__call__))
 
     def __call__(self, positions, context: Context):
         """(G (N, F) in the positions' dtype, neighbor counts (N,) int32)."""
@@ -388,14 +386,21 @@ class ElementMLP(nn.Module):
         return nn.Dense(1, param_dtype=self.param_dtype)(x)[..., 0]
 
 
-def _config_of(potential_or_config):
+def _descriptor_of(potential_or_config) -> _Descriptor:
+    """The (cached) descriptor of a potential, a model-directory potential
+    wrapping one, or a config."""
     cfg = potential_or_config.config if isinstance(potential_or_config, Potential) else potential_or_config
     if cfg.get("kind") == "model":
         from .saved import read_model_config
         cfg = read_model_config(cfg["path"])["potential"]
     if cfg.get("kind") != KIND:
         raise InputError(f"expected a '{KIND}' potential, got kind {cfg.get('kind')!r}")
-    return resolve_config(cfg) if cfg.get("max_neighbors") is None else cfg
+    return _cached_descriptor(json.dumps(resolve_config(cfg), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_descriptor(config_json: str) -> _Descriptor:
+    return _Descriptor(json.loads(config_json))
 
 
 def symmetry_functions(potential, positions, context: Context):
@@ -404,13 +409,13 @@ def symmetry_functions(potential, positions, context: Context):
     (sums of Gaussians times cutoff functions). Jit-able; NaN rows never
     appear, but features beyond ``max_neighbors`` are truncated (check
     :func:`max_neighbor_count`)."""
-    return _Descriptor(_config_of(potential))(positions, context)[0]
+    return _descriptor_of(potential).jit(positions, context)[0]
 
 
 def max_neighbor_count(potential, positions, context: Context):
     """Most neighbors within the cutoff of one real atom (int32 scalar);
     the energy is NaN when this exceeds the config's ``max_neighbors``."""
-    return jnp.max(_Descriptor(_config_of(potential))(positions, context)[1])
+    return jnp.max(_descriptor_of(potential).jit(positions, context)[1])
 
 
 def standardize_from_data(potential, params, positions_batch, context_batch: Context):
@@ -419,8 +424,8 @@ def standardize_from_data(potential, params, positions_batch, context_batch: Con
     leaves carry the same leading batch axis. Padding atoms (atomic number 0)
     and atoms of other elements are ignored; an element absent from the data
     keeps mean 0 and std 1, and features with (near) zero spread get std 1."""
-    desc = _Descriptor(_config_of(potential))
-    g, _ = jax.vmap(desc)(jnp.asarray(positions_batch), context_batch)      # (B, N, F)
+    desc = _descriptor_of(potential)
+    g, _ = desc.batched(jnp.asarray(positions_batch), context_batch)      # (B, N, F)
     g = np.asarray(g, np.float64).reshape(-1, desc.n_features)
     idx = np.asarray(desc.table)[np.asarray(context_batch.species).reshape(-1)]
     mean = np.zeros((desc.n_el, desc.n_features))
@@ -449,11 +454,11 @@ def behler_parrinello_from_config(config: dict, system) -> Potential:
 
     def init(key, system):
         dtype = jnp.float64 if system is None else system.positions.dtype
-        net = mlp.clone(param_dtype=dtype)
+        net_init = jax.jit(mlp.clone(param_dtype=dtype).init)   # one compilation for all elements
         keys = jax.random.split(jax.random.fold_in(key, cfg["seed"]), len(species))
         x = jnp.zeros((1, desc.n_features), dtype)
         return {
-            "networks": {s: net.init(k, x)["params"] for s, k in zip(species, keys)},
+            "networks": {s: net_init(k, x)["params"] for s, k in zip(species, keys)},
             "feature_mean": jnp.zeros((len(species), desc.n_features), dtype),
             "feature_std": jnp.ones((len(species), desc.n_features), dtype),
         }
