@@ -230,13 +230,23 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
 
 
 def _from_config(model, kind):
+    """Factory of a water kind. ``parameters = {q_H = 0.55, ...}`` overrides
+    entries of the parameter table (metal units: eV, A, degrees, e; the
+    starting point of a force-field fit); the fitted values live in params."""
     def factory(config: dict, system: System) -> Potential:
-        unknown = set(config) - set(_DEFAULTS) - {"kind"}
+        unknown = set(config) - set(_DEFAULTS) - {"kind", "parameters"}
         if unknown:
             raise InputError(f"unknown key(s) for potential kind {kind!r}: {', '.join(sorted(unknown))}")
-        opts = {**_DEFAULTS, **{k: v for k, v in config.items() if k != "kind"}}
-        pot = water_potential(model, system, name=kind, **opts)
+        override = dict(config.get("parameters") or {})
+        bad = set(override) - (set(model) - {"bond"})
+        if bad:
+            raise InputError(f"unknown {kind} parameter(s) {', '.join(sorted(bad))} "
+                             f"(known: {', '.join(sorted(set(model) - {'bond'}))})")
+        opts = {**_DEFAULTS, **{k: v for k, v in config.items() if k not in ("kind", "parameters")}}
+        pot = water_potential({**model, **{k: float(v) for k, v in override.items()}}, system, name=kind, **opts)
         pot.config["kind"] = kind
+        if override:
+            pot.config["parameters"] = {k: float(v) for k, v in override.items()}
         return pot
     return factory
 

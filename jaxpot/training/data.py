@@ -230,7 +230,10 @@ def make_batch(structures: list[Labelled], cutoff: float, n_pad: int, k_pad: int
         species[k, :n] = s.numbers
         cell[k] = s.cell
         key = id(s)
-        if pairs_cache is not None and key in pairs_cache:
+        if cutoff <= 0:          # potentials that need no neighbor list (all pairs)
+            i = j = np.zeros(0, np.int32)
+            S = np.zeros((0, 3))
+        elif pairs_cache is not None and key in pairs_cache:
             i, j, S = pairs_cache[key]
         else:
             i, j, S = half_pairs(s, cutoff)
@@ -254,7 +257,8 @@ def make_batch(structures: list[Labelled], cutoff: float, n_pad: int, k_pad: int
         reference=jnp.asarray(pos, dtype), n_pairs=jnp.asarray(mask.sum(1), jnp.int32),
         max_row=jnp.zeros(b, jnp.int32), overflow=jnp.zeros(b, bool), n_builds=jnp.zeros(b, jnp.int32),
     )
-    ctx = Context(species=jnp.asarray(species), cell=jnp.asarray(cell, dtype), neighbors=nbr,
+    ctx = Context(species=jnp.asarray(species), cell=jnp.asarray(cell, dtype),
+                  neighbors=nbr if cutoff > 0 else None,
                   charges=jnp.asarray(charges, dtype))
     return Batch(positions=jnp.asarray(pos, dtype), context=ctx, energy=jnp.asarray(energy),
                  forces=jnp.asarray(forces, dtype), stress=jnp.asarray(stress, dtype),
@@ -289,6 +293,8 @@ class Batcher:
         for n_pad, members in self.groups.items():
             most = 0
             for k in members:
+                if self.cutoff <= 0:
+                    continue
                 i, j, S = half_pairs(structures[k], self.cutoff)
                 self._pairs[id(structures[k])] = (i, j, S)
                 most = max(most, len(i))

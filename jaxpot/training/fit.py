@@ -85,6 +85,9 @@ FIT_DEFAULTS = {
     "dtype": "float64",            # float32 | float64
     "seed": 0,
     "devices": 1,                  # data-parallel over this many devices (batch axis sharded)
+    "relative_parameters": "auto", # optimise p / |p_initial| (physics terms; "auto": all but ML
+                                   # networks and atomic energies), so the learning rate is a
+                                   # relative step whatever the units of each parameter
 }
 
 
@@ -402,15 +405,13 @@ def train(config: dict, *, overwrite: bool = False, restart: str | None = None, 
     pot = build_potential(pcfg, None if pads else system0)
     pcfg = pot.config
     dtype = _dtype(f["dtype"])
-    if pot.cutoff <= 0 and any(t.get("kind") not in ("atomic_energies", "kernel") for t in _terms(pcfg)):
-        raise InputError("the model has no cutoff")
     if not pads:
         sizes = {s.n_atoms for s in train_set + val_set + test_set}
         if len(sizes) > 1:
             raise InputError("this potential kind is built for one system: every structure must have the "
                              f"same atoms (found sizes {sorted(sizes)})")
     use_stress = f["stress_weight"] > 0 and any(s.stress is not None for s in train_set)
-    cutoff = max(pot.cutoff, 1e-3)
+    cutoff = pot.cutoff
     np_dtype = np.float32 if f["dtype"] == "float32" else np.float64
     mk = dict(cutoff=cutoff, batch_size=f["batch_size"], dtype=np_dtype, seed=cfg["data"]["seed"], pad=pads)
     train_b = Batcher(train_set, **mk)
@@ -428,6 +429,7 @@ def train(config: dict, *, overwrite: bool = False, restart: str | None = None, 
             raise InputError("trainable = false freezes a term of a sum; a single model must stay trainable")
         mask = tuple(jax.tree_util.tree_map(lambda _: t, p) for t, p in zip(trainable, params))
     tx = make_optimizer(f, mask)
+    scale = parameter_scales(pcfg, params, f["relative_parameters"])
     predict = make_predict(pot, use_stress)
     loss_fn = make_loss(predict, f["loss"], f["huber_delta"])
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -437,8 +439,10 @@ def train(config: dict, *, overwrite: bool = False, restart: str | None = None, 
         params, opt_state, ema, count = state
         (loss, sums), grads = grad_fn(params, batch, weights)
         opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, opt_state.hyperparams["learning_rate"].dtype)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        # the optimiser works on u = p / scale: dL/du = scale dL/dp, dp = scale du
+        grads = jax.tree_util.tree_map(jnp.multiply, grads, scale)
+        updates, opt_state = tx.update(grads, opt_state, jax.tree_util.tree_map(jnp.divide, params, scale))
+        params = optax.apply_updates(params, jax.tree_util.tree_map(jnp.multiply, updates, scale))
         d = jnp.minimum(decay, (1.0 + count) / (10.0 + count)) if decay > 0 else 0.0
         ema = jax.tree_util.tree_map(lambda a, p: (d * a + (1 - d) * p).astype(p.dtype), ema, params)
         return (params, opt_state, ema, count + 1), loss, sums
@@ -559,7 +563,7 @@ def _finish(cfg, out_dir, pot, params, train_set, val_set, test_set, history, se
     if predict_jit is None:
         predict_jit = jax.jit(make_predict(pot, False))
     if batch_kw is None:
-        batch_kw = dict(cutoff=max(pot.cutoff, 1e-3), batch_size=f["batch_size"], seed=0,
+        batch_kw = dict(cutoff=pot.cutoff, batch_size=f["batch_size"], seed=0,
                         pad=_pads(pot.config))
     summary = {"model": pot.config.get("kind"), "train_structures": len(train_set),
                "validation_structures": len(val_set), "test_structures": len(test_set)}
@@ -593,23 +597,58 @@ def refit_offsets(pot, params, batcher: Batcher, use_stress: bool):
     return (dict(params[0], energies=jnp.asarray(sol, e0.dtype)),) + tuple(params[1:])
 
 
+def parameter_scales(pcfg: dict, params, mode):
+    """Per-parameter scales for the optimiser (see ``relative_parameters``):
+    |initial value| (1 where it is 0) for physics terms, 1 for ML networks
+    and atomic energies; all ones with ``false``, all relative with ``true``."""
+    if mode not in ("auto", True, False):
+        raise InputError(f"[fit] relative_parameters must be 'auto', true or false, got {mode!r}")
+
+    def rel(tree):
+        return jax.tree_util.tree_map(lambda p: jnp.where(jnp.abs(p) > 0, jnp.abs(p), 1.0).astype(p.dtype), tree)
+
+    def ones(tree):
+        return jax.tree_util.tree_map(jnp.ones_like, tree)
+
+    if mode is True:
+        return rel(params)
+    if mode is False:
+        return ones(params)
+    terms = _terms(pcfg)
+    single = pcfg["kind"] != "sum"
+    parts = [params] if single else list(params)
+    out = [ones(p) if t.get("kind") in ML_KINDS + ("atomic_energies", "kernel") else rel(p)
+           for t, p in zip(terms, parts)]
+    return out[0] if single else tuple(out)
+
+
+def statistics_batch(batcher: Batcher, size: int = 64):
+    """One padded batch of up to ``size`` training structures (a seeded
+    sample) for data-dependent initialisation."""
+    from .data import half_pairs, make_batch, pad_size
+
+    structs = batcher.structures
+    pick = np.random.default_rng([batcher.seed, 2]).permutation(len(structs))[:size]
+    sample = [structs[k] for k in np.sort(pick)]
+    n_pad = max(pad_size(s.n_atoms) for s in sample)
+    k_pad = max([64] + [len(half_pairs(s, batcher.cutoff)[0]) for s in sample if batcher.cutoff > 0])
+    return make_batch(sample, batcher.cutoff, n_pad, k_pad, len(sample), batcher.dtype)
+
+
 def data_dependent_init(pot, pcfg, params, batcher: Batcher):
-    """Hooks of model kinds that set statistics from data (e.g. feature
+    """Hooks of model kinds that set statistics from data (feature
     standardisation of Behler-Parrinello networks) before training."""
     import importlib
 
     terms = _terms(pcfg)
     single = pcfg["kind"] != "sum"
     out = list(params) if not single else [params]
+    batch = None
     for k, t in enumerate(terms):
         if t.get("kind") == "behler_parrinello":
             mod = importlib.import_module("jaxpot.potentials.behler_parrinello")
-            hook = getattr(mod, "standardize_from_data", None)
-            if hook is None:
-                continue
-            sub = build_potential(t, None)
-            batch = next(iter(batcher.batches(None)))
-            out[k] = hook(sub, out[k], batch.positions, batch.context)
+            batch = batch or statistics_batch(batcher)
+            out[k] = mod.standardize_from_data(build_potential(t, None), out[k], batch.positions, batch.context)
     return out[0] if single else tuple(out)
 
 
@@ -657,5 +696,5 @@ def eval_model(model_dir, data_path, *, batch_size: int = 8, energy_key=None, fo
     sysm = None if pads else _system_for(data[0])
     pot = build_potential(pcfg, sysm)
     params = load_params(model_dir, pot.init(jax.random.PRNGKey(0), sysm))
-    b = Batcher(data, cutoff=max(pot.cutoff, 1e-3), batch_size=batch_size, pad=pads)
+    b = Batcher(data, cutoff=pot.cutoff, batch_size=batch_size, pad=pads)
     return evaluate(jax.jit(make_predict(pot, False)), params, b)
