@@ -42,7 +42,16 @@ class JaxpotCalculator(Calculator):
 
     @classmethod
     def from_openmm(cls, system, **kwargs):
-        raise InputError("OpenMM import is not available in this version of jaxpot yet")
+        """A calculator with the force field of an OpenMM ``System`` (or a
+        serialized System XML file / text), read by
+        :func:`jaxpot.interop.openmm.potential_from_openmm` (metal units);
+        ``kwargs`` go to the calculator (``dtype``, ...). Atoms must come in
+        the System's particle order."""
+        from .openmm import potential_from_openmm
+
+        dtype = kwargs.get("dtype", "float64")
+        return cls(potential_from_openmm(system, dtype=jnp.float64 if dtype == "float64" else jnp.float32),
+                   **kwargs)
 
     def _setup(self, atoms):
         # Small cell changes (finite-difference stress, gentle cell relaxation)
