@@ -297,6 +297,15 @@ class _Descriptor:
         self.pair = pair
         self.n_features = self.n_el * self.n_radial + (self.n_pairs * self.n_angular)
         self.tri_j, self.tri_k = np.triu_indices(self.max_neighbors, 1)
+        rkeys = sorted(set(zip(angular["eta"], angular["r_s"], angular["is_g4"])))
+        akeys = sorted(set(zip(angular["zeta"], angular["lambda"])))
+        self.angular_unique = {
+            "eta": np.asarray([k[0] for k in rkeys]), "r_s": np.asarray([k[1] for k in rkeys]),
+            "is_g4": np.asarray([k[2] for k in rkeys], bool),
+            "zeta": [k[0] for k in akeys], "lambda": [k[1] for k in akeys],
+            "ridx": np.asarray([rkeys.index(k) for k in zip(angular["eta"], angular["r_s"], angular["is_g4"])], int),
+            "aidx": np.asarray([akeys.index(k) for k in zip(angular["zeta"], angular["lambda"])], int),
+        }
         self.jit = jax.jit(self.__call__)
         self.batched = jax.jit(jax.vmap(self.__call__))
 
@@ -340,29 +349,41 @@ class _Descriptor:
         fcn = jnp.where(have, fc[tab], 0.0)
         eln = el[j[tab]]
 
+        # Per triplet only what couples j and k is evaluated (the angle, r_jk);
+        # the (eta, r_s) Gaussians and f_c of r_ij and r_ik are per neighbor, and
+        # each distinct radial factor (eta, r_s, type) and angular factor
+        # (zeta, lambda) is computed once: term_p = R_{u(p)} A_{v(p)}.
         a, b = self.tri_j, self.tri_k                                    # static (T,)
-        vj, vk = vec[:, a], vec[:, b]                                    # (N, T, 3)
+        ang = self.angular_unique
+        gram = jnp.einsum("nmd,nkd->nmk", vec, vec)                      # (N, M, M) A^2
+        dot = gram[:, a, b]                                              # (N, T)
         rj, rk = rn[:, a], rn[:, b]
-        rjk = safe_norm(vk - vj)
+        rjk2 = rj * rj + rk * rk - 2.0 * dot
+        pos_ = rjk2 > 0
+        rjk = jnp.where(pos_, jnp.sqrt(jnp.where(pos_, rjk2, 1.0)), 0.0)
         # cos theta with finite gradients for coincident atoms (r = 0)
         den = jnp.where(rj * rk > 0, rj * rk, 1.0)
-        cos = jnp.sum(vj * vk, axis=-1) / den
-        w = have[:, a] & have[:, b]
-        ang = self.angular
-        eta = jnp.asarray(ang["eta"], dtype)
-        zeta = jnp.asarray(ang["zeta"], dtype)
-        lam = jnp.asarray(ang["lambda"], dtype)
+        cos = dot / den
+        eta = jnp.asarray(ang["eta"], dtype)                             # (U_r,)
         rs = jnp.asarray(ang["r_s"], dtype)
-        base = jnp.maximum(1.0 + lam * cos[..., None], 0.0)              # (N, T, P)
-        angular = jnp.exp2(1.0 - zeta) * base ** zeta
-        radial = jnp.exp(-eta * ((rj[..., None] - rs) ** 2 + (rk[..., None] - rs) ** 2))
-        radial = radial * (fcn[:, a] * fcn[:, b])[..., None]
-        jk = jnp.exp(-eta * (rjk[..., None] - rs) ** 2) * cosine_cutoff(rjk, rc)[..., None]
-        radial = radial * jnp.where(jnp.asarray(ang["is_g4"]), jk, 1.0)
-        term = jnp.where(w[..., None], angular * radial, 0.0)
+        per_nbr = jnp.exp(-eta * (rn[..., None] - rs) ** 2) * fcn[..., None]   # (N, M, U_r)
+        radial = per_nbr[:, a] * per_nbr[:, b]                           # (N, T, U_r)
+        if np.any(ang["is_g4"]):
+            jk = jnp.exp(-eta * (rjk[..., None] - rs) ** 2) * cosine_cutoff(rjk, rc)[..., None]
+            radial = radial * jnp.where(jnp.asarray(ang["is_g4"]), jk, 1.0)
+        angular = []
+        for zeta, lam in zip(ang["zeta"], ang["lambda"]):
+            base = jnp.maximum(1.0 + lam * cos, 0.0)
+            power = base ** int(zeta) if float(zeta).is_integer() else base ** zeta
+            angular.append(2.0 ** (1.0 - zeta) * power)
+        angular = jnp.stack(angular, axis=-1)                            # (N, T, U_a)
         ch = jnp.asarray(self.pair)[eln[:, a], eln[:, b]]                # (N, T)
-        onehot = (ch[..., None] == jnp.arange(self.n_pairs)).astype(dtype)
-        g = jnp.einsum("ntp,ntc->ncp", term, onehot).reshape(n, self.n_pairs * self.n_angular)
+        w = have[:, a] & have[:, b]
+        onehot = ((ch[..., None] == jnp.arange(self.n_pairs)) & w[..., None]).astype(dtype)
+        x = (onehot[..., :, None] * radial[..., None, :]).reshape(n, -1, self.n_pairs * radial.shape[-1])
+        g = jnp.einsum("ntk,nta->nka", x, angular)                       # (N, C U_r, U_a)
+        g = g.reshape(n, self.n_pairs, radial.shape[-1], angular.shape[-1])
+        g = g[:, :, ang["ridx"], ang["aidx"]].reshape(n, self.n_pairs * self.n_angular)
         return jnp.concatenate([rad, g], axis=1), counts
 
 
