@@ -65,7 +65,10 @@ Triplets (static shapes, no O(N^3) tensors): the full pair list
 (``pairs(full=True)``) is restricted to pairs within the cutoff, sorted by
 the central atom and cut into per-atom rows of ``max_neighbors`` slots; the
 triplets are the M (M - 1) / 2 slot pairs j < k of each row, so the cost is
-N M^2 / 2 whatever the list capacity. Overflow is never silent: when some
+N M^2 / 2 whatever the list capacity. Per triplet only cos theta_ijk and
+r_jk are new: the Gaussians and f_c of r_ij, r_ik are per neighbor, each
+distinct (eta, r_s) and (zeta, lambda) factor is evaluated once, and the
+sum over triplets with the element-pair channels is one batched matmul. Overflow is never silent: when some
 atom has more than ``max_neighbors`` neighbors within the cutoff, the energy
 (and with it every force and gradient) is NaN, and
 :func:`max_neighbor_count` tells how many are needed; the factory refuses
@@ -208,7 +211,7 @@ def resolve_config(config: dict, system=None) -> dict:
         raise InputError("behler_parrinello hidden must be a list of layer widths, e.g. [32, 32]")
     c["hidden"] = [_number("hidden width", h, minimum=1, integer=True) for h in c["hidden"]]
     c["energy_scale"] = positive_number("behler_parrinello energy_scale", c["energy_scale"], "eV")
-    c["seed"] = _number("seed", c["seed"], integer=True)
+    c["seed"] = _number("seed", c["seed"], minimum=0, integer=True)
 
     if system is not None:
         check_species(system, c["species"], KIND)
