@@ -189,11 +189,35 @@ def test_solvated_tripeptide_pme_matches_openmm_reference_total_and_per_force(ff
 
 @pytest.mark.parametrize("method", ["Ewald", "CutoffPeriodic"])
 def test_solvated_tripeptide_ewald_and_reaction_field_match_openmm_reference(method):
+    """charmm36 with OpenMM's Ewald k-space box / reaction field; with the
+    reaction field also the NBFIX table's long-range correction switched on
+    (OpenMM integrates it numerically, jaxpot in closed form)."""
     system, _, pos = make_system("charmm36", True, method)
-    x = positions_A(pos)
-    e, f = jaxpot_energy_forces(omi.potential_from_openmm(system), system, x)
+    if method == "CutoffPeriodic":
+        for force in system.getForces():
+            if isinstance(force, mm.CustomNonbondedForce):
+                force.setUseLongRangeCorrection(True)
+    pot = omi.potential_from_openmm(system)
+    assert pot.config["imported"]["dispersion_correction"] is (method == "CutoffPeriodic")
+    e, f = jaxpot_energy_forces(pot, system, positions_A(pos))
     e_ref, f_ref = openmm_energy_forces(system, pos)
     assert_matches(e, f, e_ref, f_ref, REF_REL, method)
+
+
+def test_nonbonded_lj_and_nbfix_table_together_become_two_nonbonded_terms():
+    """When the NonbondedForce carries LJ as well as the NBFIX table, the
+    two cannot share one LJ table: the table becomes a second term."""
+    system, _, pos = make_system("charmm36", False, "NoCutoff")
+    for force in system.getForces():
+        if isinstance(force, mm.NonbondedForce):
+            for i, (s, e) in ((0, (0.3, 0.5)), (5, (0.25, 0.2))):
+                q = force.getParticleParameters(i)[0]
+                force.setParticleParameters(i, q, s, e)
+    pot = omi.potential_from_openmm(system)
+    assert pot.config["imported"]["custom_nonbonded"] == "separate term"
+    e, f = jaxpot_energy_forces(pot, system, positions_A(pos))
+    e_ref, f_ref = openmm_energy_forces(system, pos)
+    assert_matches(e, f, e_ref, f_ref, REF_REL, "two LJ terms")
 
 
 def test_cutoff_nonperiodic_with_switch_matches_openmm_reference():
