@@ -352,6 +352,13 @@ def test_kernel_model_learns_water_monomer_energies_and_forces_are_autodiff_grad
     # rounding of the kernel sum, whose terms reach |alpha_k| s^2, dominates the error
     tol = 20 * np.finfo(float).eps * float(np.abs(params["alpha"]).sum()) * cfg["signal_variance"] / h
     assert -np.sum(np.asarray(f) * u) == pytest.approx(fd, abs=tol)
+    # padding atoms (Z = 0) beyond the model's max_atoms change nothing and feel no force
+    ctx_pad = Context(species=jnp.asarray([0, *at.numbers, 0]), cell=jnp.zeros((3, 3)))
+    pos_pad = jnp.concatenate([jnp.ones((1, 3)), pos, -jnp.ones((1, 3))])
+    e_pad, f_pad = ef(params, pos_pad, ctx_pad)
+    assert float(e_pad) == pytest.approx(float(e0), abs=1e-12 * np.abs(params["alpha"]).sum())
+    np.testing.assert_allclose(np.asarray(f_pad)[1:-1], np.asarray(f), atol=1e-9)
+    assert np.all(np.asarray(f_pad)[[0, -1]] == 0.0)
     # rotations leave the energy alone, so the forces have no net torque or force
     assert np.abs(np.asarray(f).sum(axis=0)).max() < 1e-10
     assert np.abs(np.cross(at.positions, np.asarray(f)).sum(axis=0)).max() < 1e-9
@@ -365,6 +372,13 @@ def test_kernel_model_runs_energy_conserving_nve_from_a_model_directory(water, t
     atoms, e = water
     cfg, params = K.fit_kernel({"descriptor": "overlap", "orbitals": "sp", "regularization": 1e-9,
                                 "gpr": True}, atoms[:120], e[:120])
+    # GP latent variance: ~0 at training structures, ~s^2 far from the data
+    s2 = cfg["signal_variance"]
+    _, var_train = K.kernel_predict(cfg, params, atoms[:5], variance=True)
+    far = molecule("H2O")
+    far.positions[1] *= 1.6
+    _, var_far = K.kernel_predict(cfg, params, [far], variance=True)
+    assert var_train.max() < 1e-4 * s2 and var_far[0] > 0.1 * s2
     save_model(tmp_path / "model", cfg, params)
     write(tmp_path / "h2o.xyz", molecule("H2O"))
     dt, steps = 0.1, 400
@@ -423,3 +437,41 @@ def test_resolved_config_rebuilds_the_potential_and_bad_input_is_refused(water):
         K.fit_kernel({}, [box], [0.0])
     with pytest.raises(InputError, match="no parameters for element"):
         build_potential(dict(cfg), from_ase(molecule("CH4")))
+
+
+def test_gradient_domain_fit_reproduces_training_forces_and_beats_energy_only_fit():
+    """GDML-style fit on forces: the Hessian kernel (built by autodiff of
+    kernel and descriptor) must agree with autodiff forces of the fitted
+    energy, so training forces come back to the regularisation level; and
+    3N force labels per structure teach more than one energy."""
+    from jaxpot.interop.ase import JaxpotCalculator
+    atoms, e = _water_data(70, seed=7)
+    calc = JaxpotCalculator({"kind": "qtip4pf"})
+    f = []
+    for a in atoms:
+        b = a.copy()
+        b.calc = calc
+        f.append(b.get_forces())
+    f = np.asarray(f)
+    ntr = 30
+    # the overlap spectrum is smooth where bag-of-bonds sorting has kinks (the two O-H
+    # distances of water cross at the symmetric geometry): gradients of the kernel matter here
+    desc = {"descriptor": "overlap", "orbitals": "sp", "regularization": 1e-9}
+    pos, z = K.pad_structures(atoms, 3)
+    results = {}
+    for gd in (False, True):
+        cfg, params = K.fit_kernel({**desc, "gradient_domain": gd}, atoms[:ntr], e[:ntr], list(f[:ntr]))
+        pot = build_potential(cfg, None)
+        ef = jax.jit(jax.vmap(lambda r, zz: energy_and_forces(pot)(
+            params, r, Context(species=zz, cell=jnp.zeros((3, 3))))))
+        ep, fp = (np.asarray(a) for a in ef(jnp.asarray(pos), jnp.asarray(z)))
+        results[gd] = (ep, fp)
+        np.testing.assert_allclose(K.kernel_predict(cfg, params, atoms[ntr:]), ep[ntr:], atol=1e-9)
+    ep, fp = results[True]
+    scale = np.abs(f).mean()
+    assert np.abs(fp[:ntr] - f[:ntr]).max() < 1e-4 * scale
+    mae_gd = np.abs(fp[ntr:] - f[ntr:]).mean()
+    mae_energy_only = np.abs(results[False][1][ntr:] - f[ntr:]).mean()
+    assert mae_gd < 0.1 * scale and mae_gd < 0.5 * mae_energy_only
+    # the integration constant is fitted to the energies: held-out energies follow
+    assert np.abs(ep[ntr:] - e[ntr:]).mean() < 0.1 * np.std(e)

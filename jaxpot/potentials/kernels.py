@@ -110,6 +110,7 @@ DEFAULTS = {
     "standardize": True,        # scale descriptor features to zero mean, unit variance
     "offset": "per_element",    # "per_element" | "mean"
     "gpr": False,               # keep the Cholesky factor for predictive variances
+    "gradient_domain": False,   # fit forces with the Hessian kernel (sGDML-style), see fit_kernel
     "n_train": None,            # number of training structures (shapes of params)
 }
 # keys only fit_kernel understands (they shape the fit, not the potential)
@@ -145,9 +146,14 @@ def _eigvalsh_jvp(primals, tangents):
 # ---------------------------------------------------------------- descriptors
 
 def _pad(positions, species, max_atoms: int):
+    """Positions and species brought to exactly ``max_atoms`` rows: zero
+    padding appended, or, for longer (padded) inputs, the real atoms moved
+    to the front (stable order) and the rest cut. Real atoms beyond
+    ``max_atoms`` are cut too: the factories refuse such systems up front."""
     n = positions.shape[0]
     if n > max_atoms:
-        raise InputError(f"kernel model descriptor holds at most max_atoms = {max_atoms} atoms, got {n}")
+        order = jnp.argsort(species <= 0, stable=True)[:max_atoms]
+        return positions[order], species[order]
     if n < max_atoms:
         positions = jnp.concatenate([positions, jnp.zeros((max_atoms - n, 3), positions.dtype)])
         species = jnp.concatenate([species, jnp.zeros((max_atoms - n,), species.dtype)])
@@ -498,13 +504,16 @@ def _resolve(config: dict, allowed) -> dict:
     check_choice("kernel", cfg["kernel"], KERNELS)
     check_choice("kernel offset", cfg["offset"], OFFSETS)
     check_choice("overlap orbitals", cfg["orbitals"], ("s", "sp"))
-    for key in ("standardize", "gpr"):
+    for key in ("standardize", "gpr", "gradient_domain"):
         if not isinstance(cfg[key], bool):
             raise InputError(f"kernel '{key}' must be true or false, got {cfg[key]!r}")
     cfg["regularization"] = positive_number("kernel regularization", cfg["regularization"], "eV^2")
     cfg["signal_variance"] = positive_number("kernel signal_variance", cfg["signal_variance"], "eV^2")
     if cfg["sigma"] is not None:
         cfg["sigma"] = positive_number("kernel sigma", cfg["sigma"], "descriptor units")
+    if cfg["gradient_domain"] and (cfg["gpr"] or cfg["kernel"] == "laplacian"):
+        raise InputError("kernel gradient_domain = true needs a differentiable kernel (gaussian or "
+                         "linear) and gpr = false")
     return cfg
 
 
@@ -561,7 +570,8 @@ def _check_system(cfg, system):
 
 def _template(cfg):
     n, d, ns = cfg["n_train"], descriptor_size(cfg), len(cfg["species"])
-    p = {"descriptors": jnp.zeros((n, d)), "alpha": jnp.zeros((n,)),
+    p = {"descriptors": jnp.zeros((n, d)),
+         **({"directions": jnp.zeros((n, d))} if cfg["gradient_domain"] else {"alpha": jnp.zeros((n,))}),
          "mean": jnp.zeros((d,)), "scale": jnp.ones((d,)),
          "element_energies": jnp.zeros((ns,)), "energy_shift": jnp.zeros(())}
     if cfg["gpr"]:
@@ -583,6 +593,41 @@ def _kernel_vector(cfg, params, x):
     return cfg["signal_variance"] * k
 
 
+def _pair_kernel(cfg):
+    """s^2 k(x, x') for two standardised descriptors (gaussian or linear)."""
+    s2, sigma = cfg["signal_variance"], cfg["sigma"]
+    if cfg["kernel"] == "linear":
+        return lambda x, xp: s2 * (x @ xp)
+    return lambda x, xp: s2 * jnp.exp(-jnp.sum((x - xp) ** 2) / (2.0 * sigma ** 2))
+
+
+def _energy_fn(cfg):
+    """``(params, positions (N,3) A, species (N,)) -> eV`` of a resolved config.
+
+    Energy-domain models: offset + sum_k alpha_k s^2 k(x, x_k).
+    Gradient-domain models: offset + sum_k d/de s^2 k(x, x_k + e w_k)|_{e=0},
+    the derivative of the kernel along w_k = J_k beta_k (J_k the descriptor
+    Jacobian at training structure k), i.e. sum_k beta_k . grad_{r'} k(x(r),
+    x(r'))|_{r'=r_k}; both derivatives by autodiff (jvp)."""
+    d_fn = descriptor_fn(cfg)
+    table = species_index_table(cfg["species"])
+    pair = _pair_kernel(cfg) if cfg["gradient_domain"] else None
+
+    def energy(params, positions, species):
+        x = (d_fn(positions, species) - params["mean"]) / params["scale"]
+        idx = table[species]
+        e0 = jnp.sum(jnp.where(idx >= 0, params["element_energies"][jnp.maximum(idx, 0)], 0.0))
+        if pair is None:
+            e = _kernel_vector(cfg, params, x) @ params["alpha"]
+        else:
+            def term(xk, wk):
+                return jax.jvp(lambda xp: pair(x, xp), (xk,), (wk,))[1]
+            e = jnp.sum(jax.vmap(term)(params["descriptors"], params["directions"]))
+        return e0 + params["energy_shift"] + e
+
+    return energy
+
+
 def kernel_from_config(config: dict, system) -> Potential:
     """``kind = "kernel"``: a trained kernel model (energies eV, positions A).
 
@@ -596,17 +641,13 @@ def kernel_from_config(config: dict, system) -> Potential:
     s^2 K + lambda I), filled from params.msgpack by ``kind = "model"``."""
     cfg = _check_sizes(_resolve(config, DEFAULTS))
     _check_system(cfg, system)
-    d_fn = descriptor_fn(cfg)
-    table = species_index_table(cfg["species"])
+    efn = _energy_fn(cfg)
 
     def init(key, system_):
         return _template(cfg)
 
     def energy(params, positions, context):
-        x = (d_fn(positions, context.species) - params["mean"]) / params["scale"]
-        idx = table[context.species]
-        e0 = jnp.sum(jnp.where(idx >= 0, params["element_energies"][jnp.maximum(idx, 0)], 0.0))
-        return e0 + params["energy_shift"] + _kernel_vector(cfg, params, x) @ params["alpha"]
+        return efn(params, positions, context.species)
 
     return Potential(energy=energy, init=init, cutoff=0.0, name="kernel", config=_toml_config(cfg))
 
@@ -617,6 +658,13 @@ def kernel_predict(config: dict, params, atoms_list, *, variance: bool = False, 
     ``config`` is the kernel potential configuration (not a sum)."""
     cfg = _check_sizes(_resolve(config, DEFAULTS))
     pos, z = pad_structures(atoms_list, cfg["max_atoms"])
+    if cfg["gradient_domain"]:
+        if variance:
+            raise InputError("predictive variances need a model fitted with gpr = true")
+        efn = jax.jit(jax.vmap(_energy_fn(cfg), in_axes=(None, 0, 0)))
+        return np.concatenate([np.asarray(efn(params, jnp.asarray(pos[i:i + batch_size]),
+                                                  jnp.asarray(z[i:i + batch_size])))
+                               for i in range(0, len(pos), batch_size)])
     x = (compute_descriptors(cfg, pos, z, batch_size) - np.asarray(params["mean"])) / np.asarray(params["scale"])
     xt = np.asarray(params["descriptors"])
     k = np.asarray(kernel_matrix(x, xt, cfg["kernel"], cfg["sigma"], cfg["signal_variance"]))
@@ -638,6 +686,39 @@ def kernel_predict(config: dict, params, atoms_list, *, variance: bool = False, 
 
 
 # ---------------------------------------------------------------- training
+
+def _fit_gradient_domain(cfg, x, mean, scale, pos, z, forces):
+    """Directions w_k = J_k beta_k (n, D) of a gradient-domain fit (see
+    :func:`fit_kernel`); forces a list of (N_k, 3) eV/A."""
+    n, m = pos.shape[0], pos.shape[1]
+    f = np.zeros((n, m, 3))
+    for k, fk in enumerate(forces):
+        fk = np.asarray(fk, dtype=np.float64)
+        if fk.ndim != 2 or fk.shape[1] != 3 or not np.all(np.isfinite(fk)):
+            raise InputError(f"forces of training structure {k} must be finite (N, 3) eV/A")
+        nk = int(np.sum(z[k] > 0))
+        if fk.shape[0] != nk:
+            raise InputError(f"training structure {k} has {nk} atoms but {fk.shape[0]} force rows")
+        f[k, :nk] = fk
+    if len(forces) != n:
+        raise InputError(f"kernel fit got {n} structures but {len(forces)} force arrays")
+    d_fn = descriptor_fn(cfg)
+    mean_j, scale_j = jnp.asarray(mean), jnp.asarray(scale)
+    phi = lambda r, zz: (d_fn(r, zz) - mean_j) / scale_j
+    jac = jax.jit(jax.vmap(jax.jacfwd(phi)))(jnp.asarray(pos), jnp.asarray(z))       # (n, D, m, 3)
+    jac = jac.reshape(n, jac.shape[1], 3 * m)
+    pair = _pair_kernel(cfg)
+    kxx = jax.jacfwd(jax.grad(pair, argnums=0), argnums=1)                          # (D, D)
+    xj = jnp.asarray(x)
+    blocks = jax.jit(jax.vmap(lambda xl: jax.vmap(lambda xk: kxx(xl, xk))(xj)))(xj)  # (n, n, D, D)
+    h = jnp.einsum("ldp,lkde,keq->lpkq", jac, blocks, jac).reshape(n * 3 * m, n * 3 * m)
+    real = np.repeat(z > 0, 3, axis=1).reshape(-1)
+    sel = np.flatnonzero(real)
+    hs = h[np.ix_(sel, sel)]
+    beta = np.zeros(n * 3 * m)
+    beta[sel] = -np.asarray(krr_fit(hs, jnp.asarray(f.reshape(-1)[sel]), cfg["regularization"]))
+    return jnp.einsum("kdp,kp->kd", jac, jnp.asarray(beta.reshape(n, 3 * m)))
+
 
 def potential_energies(config: dict, atoms_list):
     """Energies (eV) of any jaxpot potential configuration for a list of
@@ -686,10 +767,17 @@ def fit_kernel(config: dict, atoms_list, energies, forces=None):
     configuration is ``{kind = "sum", terms = [baseline, kernel]}`` with
     params (baseline params, kernel params).
 
-    ``atoms_list``: ase.Atoms (finite, non-periodic); ``energies`` (eV).
-    ``forces`` (eV/A) are accepted but not used: the regression is on
-    energies only (no gradient-domain kernels yet)."""
-    del forces
+    ``atoms_list``: ase.Atoms (finite, non-periodic); ``energies`` (eV);
+    ``forces``: list of (N_k, 3) eV/A, used only with ``gradient_domain =
+    true``, which fits the forces instead of the energies (Chmiela et al.,
+    Sci. Adv. 3, e1603015 (2017), GDML, without its permutational
+    symmetrisation: the global descriptors are already invariant). The model
+    E(r) = sum_k beta_k . grad_{r'} k(x(r), x(r'))|_{r'=r_k} has forces
+    F(r_l) = -sum_k H(r_l, r_k) beta_k with the Hessian kernel H = grad_r
+    grad_{r'}^T k, built here by autodiff (descriptor Jacobians and
+    jacfwd(grad) of the kernel); beta = -(H + lambda I)^-1 F over the real
+    atoms' coordinates ((n 3N)^2 memory: small molecules). The energy offset
+    is then fitted to E_ref - E_kernel. Energy-domain fits ignore forces."""
     allowed = set(DEFAULTS) | set(FIT_DEFAULTS)
     if not isinstance(config, dict):
         raise InputError("kernel fit configuration must be a table")
@@ -699,6 +787,12 @@ def fit_kernel(config: dict, atoms_list, energies, forces=None):
     fit = {**FIT_DEFAULTS, **{k: v for k, v in config.items() if k in FIT_DEFAULTS}}
     if not isinstance(fit["optimize_hyperparameters"], bool):
         raise InputError("kernel 'optimize_hyperparameters' must be true or false")
+    if cfg["gradient_domain"]:
+        if forces is None:
+            raise InputError("kernel gradient_domain = true needs reference forces")
+        if fit["baseline"] is not None or fit["optimize_hyperparameters"]:
+            raise InputError("kernel gradient_domain = true does not support 'baseline' or "
+                             "'optimize_hyperparameters' yet")
     atoms_list = list(atoms_list)
     y_ref = np.asarray(energies, dtype=np.float64).reshape(-1)
     if len(atoms_list) == 0:
@@ -766,6 +860,20 @@ def fit_kernel(config: dict, atoms_list, energies, forces=None):
         cfg["sigma"] = 1.0 if cfg["kernel"] == "linear" else median_distance(x, cfg["kernel"])
     if cfg["gpr"] and "signal_variance" not in config:
         cfg["signal_variance"] = float(max(np.var(resid), 1e-12))
+    if cfg["gradient_domain"]:
+        cfg["signal_variance"] = float(cfg["signal_variance"])
+        directions = _fit_gradient_domain(cfg, x, mean, scale, pos, z, forces)
+        params = {"descriptors": jnp.asarray(x), "directions": directions, "mean": jnp.asarray(mean),
+                  "scale": jnp.asarray(scale), "element_energies": jnp.zeros(len(species)),
+                  "energy_shift": jnp.zeros(())}
+        e_kernel = np.asarray(jax.jit(jax.vmap(_energy_fn(cfg), in_axes=(None, 0, 0)))(
+            params, jnp.asarray(pos), jnp.asarray(z)))
+        r = y - e_kernel
+        if cfg["offset"] == "per_element":
+            params["element_energies"] = jnp.asarray(np.linalg.lstsq(comp, r, rcond=None)[0])
+        else:
+            params["energy_shift"] = jnp.asarray(float(np.mean(r)))
+        return _toml_config(cfg), params
     if fit["optimize_hyperparameters"]:
         (cfg["sigma"], cfg["signal_variance"], cfg["regularization"]), _ = optimize_gp_hyperparameters(
             x, resid, cfg["kernel"], cfg["sigma"], cfg["signal_variance"], cfg["regularization"],
