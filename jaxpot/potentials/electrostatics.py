@@ -657,7 +657,7 @@ def smooth_switch(r, r_on, r_off):
     in between, so S, S' and S'' are continuous (C2): energies and forces
     go to zero smoothly at r_off without shifting the potential below r_on."""
     x = jnp.clip((r - r_on) / (r_off - r_on), 0.0, 1.0)
-    return 1.0 - x * x * x * (10.0 - 15.0 * x + 6.0 * x * x)
+    return jnp.where(r >= r_off, 0.0, 1.0 - x * x * x * (10.0 - 15.0 * x + 6.0 * x * x))
 
 
 def yukawa_pair_energy(r, zz, beta, r_on, r_off):
@@ -760,7 +760,11 @@ def solve_qeq_cg(matvec, diagonal, electronegativity, total_charge, real=None, *
 
     q0 = m * jnp.asarray(total_charge, jnp.float64) / n_real
     b = -proj(jnp.where(real, chi, 0.0) + matvec(q0))
-    y, _ = jax.scipy.sparse.linalg.cg(op, b, tol=tol, maxiter=maxiter, M=precond)
+    # atol: the transposed solve of the backward pass has a right-hand side
+    # dE/dq projected on neutral changes, which vanishes at the minimum
+    # (equal chemical potentials); without an absolute floor CG would iterate
+    # on rounding noise (0/0 -> NaN). 1e-3 tol eV/e is far below any real signal.
+    y, _ = jax.scipy.sparse.linalg.cg(op, b, tol=tol, atol=1e-3 * tol, maxiter=maxiter, M=precond)
     q = q0 + proj(y)
     res = proj(matvec(q) + jnp.where(real, chi, 0.0))
     bnorm = jnp.sqrt(jnp.sum(b * b)) + 1e-300
@@ -836,7 +840,8 @@ def _ge_number(config, key, default, unit, *, positive=True):
     return v
 
 
-def gaussian_electrostatics_from_config(config: dict, system) -> Potential:
+def gaussian_electrostatics_from_config(config: dict, system, *, electronegativity_fn=None,
+                                        electronegativity_init=None) -> Potential:
     """Potential kind "gaussian_electrostatics" (metal units): Gaussian-charge
     electrostatics with fixed or charge-equilibrated (QEq) charges, plus a
     screened (Yukawa) core-core repulsion.
@@ -909,10 +914,22 @@ def gaussian_electrostatics_from_config(config: dict, system) -> Potential:
     Params (trainable, per element in ``species`` order): widths, yukawa_z,
     yukawa_beta, and charges (fixed, per-element table) or electronegativity
     and hardness (qeq). Padding atoms (atomic number 0) carry no charge and no
-    energy. The ``charges`` callable returns the (equilibrated) charges, e."""
+    energy. The ``charges`` callable returns the (equilibrated) charges, e.
+
+    Environment-dependent electronegativities (the 4G-HDNNP design, Ko et al.
+    2021), Python API only: ``electronegativity_fn(model_params, positions,
+    context) -> (N,) eV/e`` is added to the per-element chi (e.g. atomic
+    networks on local descriptors), its parameters come from
+    ``electronegativity_init(key, system)`` and live in
+    ``params["electronegativity_model"]``; autodiff through the solve trains
+    them, and the energy stays variational in q (forces need no dq/dr; the
+    chi(r) dependence is differentiated). A config cannot store the callable,
+    so the composing model must rebuild it."""
     from ase.data import atomic_numbers
 
     name = "gaussian_electrostatics"
+    if electronegativity_fn is not None and config.get("charge_model", "fixed") != "qeq":
+        raise InputError("gaussian_electrostatics: electronegativity_fn needs charge_model 'qeq'")
     config = dict(config)
     config.pop("kind", None)
     unknown = set(config) - set(_GE_KEYS)
@@ -1119,6 +1136,9 @@ def gaussian_electrostatics_from_config(config: dict, system) -> Potential:
         real, get = atoms(context)
         w = jnp.where(real, get(params["widths"]), 1.0).astype(positions.dtype)
         chi_i = get(params["electronegativity"])
+        if electronegativity_fn is not None:
+            extra = electronegativity_fn(params["electronegativity_model"], positions, context)
+            chi_i = chi_i + jnp.where(real, extra, 0.0)
         d = jnp.where(real, qeq_diagonal(get(params["hardness"]), w), 1.0)
         if method == "direct" and solver == "dense":
             a = cluster_coulomb_matrix(positions, w, real) + jnp.diag(d)
@@ -1164,7 +1184,11 @@ def gaussian_electrostatics_from_config(config: dict, system) -> Potential:
         init_params["hardness"] = hard
 
     def init(key, system):
-        return {k: jnp.asarray(v) for k, v in init_params.items()}
+        out = {k: jnp.asarray(v) for k, v in init_params.items()}
+        if electronegativity_fn is not None:
+            out["electronegativity_model"] = (electronegativity_init(key, system)
+                                              if electronegativity_init is not None else {})
+        return out
 
     def el_table(v):
         return {s: float(x) for s, x in zip(species, v)}
