@@ -861,7 +861,6 @@ def fit_kernel(config: dict, atoms_list, energies, forces=None):
     if cfg["gpr"] and "signal_variance" not in config:
         cfg["signal_variance"] = float(max(np.var(resid), 1e-12))
     if cfg["gradient_domain"]:
-        cfg["signal_variance"] = float(cfg["signal_variance"])
         directions = _fit_gradient_domain(cfg, x, mean, scale, pos, z, forces)
         params = {"descriptors": jnp.asarray(x), "directions": directions, "mean": jnp.asarray(mean),
                   "scale": jnp.asarray(scale), "element_energies": jnp.zeros(len(species)),
