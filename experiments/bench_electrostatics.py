@@ -134,19 +134,32 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 20000])
     ap.add_argument("--qeq-dense-max", type=int, default=3000, help="largest N for the dense QEq solve")
     ap.add_argument("--cluster-max", type=int, default=20000, help="largest N for the all-pairs sum")
+    ap.add_argument("--max-seconds", type=float, default=60.0,
+                    help="skip a case at a size where its time, extrapolated from the previous size "
+                         "with slope 2 (3 for qeq-dense), exceeds this")
     ap.add_argument("--cases", nargs="+", default=["cluster", "ewald", "pme", "qeq-dense", "qeq-cg-pme"])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(RESULTS / "bench_electrostatics"))
     args = ap.parse_args(argv)
     sizes = [150, 300] if args.quick else args.sizes
     rows = []
+    last = {}
+    skipped = []
     for n in sizes:
         for case in args.cases:
             if case == "qeq-dense" and n > args.qeq_dense_max:
                 continue
             if case == "cluster" and n > args.cluster_max:
                 continue
+            if case in last:
+                n0, t0 = last[case]
+                predicted = t0 * (n / n0) ** (3 if case == "qeq-dense" else 2)
+                if predicted > args.max_seconds:
+                    skipped.append(f"{case} N={n} (predicted {predicted:.0f} s)")
+                    print("skip", skipped[-1], flush=True)
+                    continue
             row = run_case(case, n, 1 if args.quick else args.repeat)
+            last[case] = (row["atoms"], row["seconds"] + row.get("charges_seconds", 0.0))
             rows.append(row)
             print(f"{case:11s} N={row['atoms']:6d} {row['seconds'] * 1e3:10.1f} ms  "
                   f"(compile {row['compile_seconds']:.1f} s)", flush=True)
@@ -161,7 +174,8 @@ def main(argv=None):
         return rows, fit
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "slopes": fit}, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "slopes": fit,
+                                                    "skipped": skipped}, indent=1))
     lines = [f"# Gaussian-charge electrostatics: energy+forces cost vs N ({meta['device']}, "
              f"{meta['date_utc']} UTC)", "",
              "Water-like Gaussian charges at 0.1 atoms/A^3, cutoff 8 A, accuracy 1e-5, float64. "
@@ -173,6 +187,8 @@ def main(argv=None):
         lines.append(f"| {r['case']} | {r['coulomb']} | {r['atoms']} | {r['seconds'] * 1e3:.1f} | "
                      f"{r['us_per_atom']:.2f} | {r['compile_seconds']:.1f} | {cq} |")
     lines += ["", "Fitted slopes d log(t) / d log(N): " + ", ".join(f"{k} {v:.2f}" for k, v in fit.items()), ""]
+    if skipped:
+        lines += ["Skipped (over the time budget per call): " + "; ".join(skipped), ""]
     out.with_suffix(".md").write_text("\n".join(lines))
     return rows, fit
 

@@ -82,6 +82,13 @@ Non-neutral cells (Ewald/PME): ``neutral="background"`` (default) adds E_bg
 above; ``neutral="reject"`` raises :class:`~jaxpot.system.InputError` when the
 charges are concrete, and returns NaN under ``jit`` (where no exception can be
 raised) if |sum q| > 1e-5 sum |q| + 1e-8 e.
+
+Potential kind ``"gaussian_electrostatics"``
+(:func:`gaussian_electrostatics_from_config`): per-element Gaussian charges,
+fixed or from charge equilibration (QEq, dense KKT solve or projected
+conjugate gradients on Ewald/PME products), plus a Yukawa core-core
+repulsion ke Z_A Z_B exp(-beta_AB r)/r with a C2 switch; clusters by dense
+all-pairs sums, periodic cells by the Ewald/PME code above.
 """
 from __future__ import annotations
 
