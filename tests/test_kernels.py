@@ -159,9 +159,9 @@ def test_descriptor_gradients_match_central_finite_differences(name):
     fn = K.descriptor_fn(cfg)
     z = jnp.asarray(at.numbers)
     w = jnp.asarray(np.random.default_rng(0).normal(size=K.descriptor_size(cfg)))
-    f = lambda p: fn(p, z) @ w
+    f = jax.jit(lambda p: fn(p, z) @ w)
     pos = jnp.asarray(at.positions)
-    g = np.asarray(jax.grad(f)(pos))
+    g = np.asarray(jax.jit(jax.grad(f))(pos))
     u = np.random.default_rng(4).normal(size=pos.shape)
     h = 1e-5
     fd = (float(f(pos + h * u)) - float(f(pos - h * u))) / (2 * h)
@@ -187,8 +187,8 @@ def test_eigenvalue_gradients_at_degenerate_square_h4_match_finite_differences()
     pos = jnp.asarray(at.positions, dtype=jnp.float64)
     lam = np.asarray(fn(pos, z))
     assert abs(lam[1] - lam[2]) < 1e-14 or abs(lam[2] - lam[3]) < 1e-14
-    jac = np.asarray(jax.jacfwd(lambda p: fn(p, z))(pos))
-    jac_rev = np.asarray(jax.jacrev(lambda p: fn(p, z))(pos))
+    jac = np.asarray(jax.jit(jax.jacfwd(lambda p: fn(p, z)))(pos))
+    jac_rev = np.asarray(jax.jit(jax.jacrev(lambda p: fn(p, z)))(pos))
     assert np.all(np.isfinite(jac)) and np.all(np.isfinite(jac_rev))
     np.testing.assert_allclose(jac, jac_rev, atol=1e-14)
     rng = np.random.default_rng(0)
@@ -222,7 +222,7 @@ def test_eigenvalue_gradients_near_degeneracy_and_at_tetrahedral_ch4():
     pos = jnp.asarray(at.positions)
     lam = np.asarray(fn(pos, z))
     assert 1e-7 < np.min(np.abs(np.diff(lam))) < 1e-3
-    jac = np.asarray(jax.jacfwd(lambda p: fn(p, z))(pos))
+    jac = np.asarray(jax.jit(jax.jacfwd(lambda p: fn(p, z)))(pos))
     u = np.random.default_rng(1).normal(size=pos.shape)
     h = 1e-8
     fd = (np.asarray(fn(pos + h * u, z)) - np.asarray(fn(pos - h * u, z))) / (2 * h)
@@ -230,14 +230,14 @@ def test_eigenvalue_gradients_near_degeneracy_and_at_tetrahedral_ch4():
 
     ch4 = molecule("CH4")
     cfg = _resolved({"descriptor": "overlap", "orbitals": "sp"}, ch4)
-    fn = K.descriptor_fn(cfg)
+    fn = jax.jit(K.descriptor_fn(cfg))
     z = jnp.asarray(ch4.numbers)
     pos = jnp.asarray(ch4.positions)
     lam = np.asarray(fn(pos, z))
     assert np.sum(np.abs(np.diff(lam)) < 1e-10) >= 2       # degenerate groups exist
     sumsq_eig = lambda p: jnp.sum(fn(p, z) ** 2)
     sumsq_mat = lambda p: jnp.sum(K.overlap_matrix(p, z, len(ch4), "sp") ** 2)
-    g_eig, g_mat = jax.grad(sumsq_eig)(pos), jax.grad(sumsq_mat)(pos)
+    g_eig, g_mat = jax.jit(jax.grad(sumsq_eig))(pos), jax.jit(jax.grad(sumsq_mat))(pos)
     assert np.all(np.isfinite(np.asarray(g_eig)))
     np.testing.assert_allclose(np.asarray(g_eig), np.asarray(g_mat), atol=1e-12)
 
