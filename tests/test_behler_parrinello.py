@@ -366,6 +366,15 @@ def test_coincident_and_collinear_atoms_give_finite_gradients():
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(g))
 
 
+def test_atom_blocks_of_the_angular_sum_do_not_change_energy_or_forces(cluster, cluster_model):
+    pot, params, ctx, _, e0, f0 = cluster_model
+    for block in (0, 3):      # all atoms at once; three blocks with a padded last one
+        other = build_potential(dict(pot.config, atom_block=block), cluster)
+        e, f = jax.jit(energy_and_forces(other))(params, cluster.positions, ctx)
+        assert float(e) == pytest.approx(float(e0), rel=1e-12)
+        np.testing.assert_allclose(np.asarray(f), np.asarray(f0), rtol=0, atol=1e-12 * np.abs(f0).max())
+
+
 def test_too_many_neighbors_is_never_silent(cluster, cluster_model):
     _, params, ctx, _, _, _ = cluster_model
     cfg = dict(SMALL, species=["H", "C", "O"])
@@ -504,6 +513,7 @@ def test_resolved_config_survives_toml_and_model_directory(tmp_path, cluster, cl
     ({"angular": [{"eta": 0.1, "zeta": 1}]}, "needs lambda"),
     ({"hidden": 32}, "hidden must be a list"),
     ({"grid_r_max": 9.0}, "grid_r_min < grid_r_max <= cutoff"),
+    ({"atom_block": -1}, "atom_block must be >= 0"),
 ])
 def test_bad_configuration_raises_input_error_naming_the_problem(cluster, change, message):
     with pytest.raises(InputError) as err:
