@@ -122,14 +122,19 @@ def labelled_from_atoms(atoms, *, energy_key=None, forces_key=None, stress_key=N
 def read_labelled(paths, *, energy_key=None, forces_key=None, stress_key=None,
                   base_dir: Path | None = None) -> list[Labelled]:
     """All frames of one or more labelled files (anything ``ase.io.read``
-    reads; extxyz is the usual one)."""
+    reads; extxyz is the usual one). ``"jaxpot:NAME"`` names a dataset
+    shipped in ``jaxpot/data`` (``jaxpot:water_clusters.extxyz``,
+    ``jaxpot:water_clusters_hot.extxyz``)."""
     from ase.io import read
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out = []
     for p in paths:
-        path = Path(p).expanduser()
+        if str(p).startswith("jaxpot:"):       # a dataset shipped with the package
+            path = shipped_data(str(p)[len("jaxpot:"):])
+        else:
+            path = Path(p).expanduser()
         if not path.is_absolute() and base_dir is not None and not path.exists():
             path = Path(base_dir) / path
         if not path.is_file():
@@ -172,8 +177,14 @@ def half_pairs(s: Labelled, cutoff: float):
 
 
 def pad_size(n: int, minimum: int = 8) -> int:
-    """Next power of two >= n (at least ``minimum``)."""
-    return max(minimum, 1 << int(np.ceil(np.log2(max(n, 1)))))
+    """Padded atom count: the next multiple of 8 up to 64 atoms, of 32 up to
+    256, then the next power of two (few shapes, at most ~1/3 padding)."""
+    n = max(int(n), minimum)
+    if n <= 64:
+        return -(-n // 8) * 8
+    if n <= 256:
+        return -(-n // 32) * 32
+    return 1 << int(np.ceil(np.log2(n)))
 
 
 @dataclass

@@ -148,6 +148,16 @@ def potential_config(model: dict, train: list[Labelled], forces_available: bool)
     for t in _terms(model):
         t = dict(t)
         trainable.append(bool(t.pop("trainable", True)))
+        if t.get("kind") == "behler_parrinello" and "max_neighbors" not in t:
+            # triplet-list capacity from the data (the dense-liquid default is far
+            # too large for clusters); MD on denser systems raises it at build time
+            from ..potentials.behler_parrinello import DEFAULTS as BP_DEFAULTS
+            from .data import half_pairs
+
+            rc = float(t.get("cutoff", BP_DEFAULTS["cutoff"]))
+            most = max(int(np.bincount(np.concatenate(half_pairs(s, rc)[:2]), minlength=s.n_atoms).max())
+                       if s.n_atoms > 1 else 0 for s in train)
+            t["max_neighbors"] = int(8 * math.ceil((1.25 * most + 4) / 8))
         if t.get("kind") in ML_KINDS:
             t.setdefault("species", species)
             if "energy_scale" not in t and forces_available:
