@@ -15,7 +15,7 @@ import jaxpot  # noqa: F401  (float64)
 from jaxpot.potentials import build_potential
 from jaxpot.potentials import kernels as K
 from jaxpot.potentials.base import Context, energy_and_forces
-from jaxpot.system import InputError, from_ase
+from jaxpot.system import InputError, from_ase, species_from_symbols
 
 DESC_CONFIGS = {
     "coulomb_eigen": {"descriptor": "coulomb_eigen"},
@@ -475,3 +475,82 @@ def test_gradient_domain_fit_reproduces_training_forces_and_beats_energy_only_fi
     assert mae_gd < 0.1 * scale and mae_gd < 0.5 * mae_energy_only
     # the integration constant is fitted to the energies: held-out energies follow
     assert np.abs(ep[ntr:] - e[ntr:]).mean() < 0.1 * np.std(e)
+
+
+def _soap_config(atoms, **kw):
+    cfg = {**K.DEFAULTS, "descriptor": "soap", "kernel": "polynomial", **kw}
+    cfg["species"] = sorted(set(atoms.get_chemical_symbols()))
+    cfg["max_atoms"] = len(atoms)
+    return cfg
+
+
+def test_soap_power_spectrum_matches_explicit_spherical_harmonics_expansion():
+    """The addition-theorem form equals sum_m c_nlm c*_n'lm with c_nlm^Z =
+    sum_j g_n(r_ij) f_c(r_ij) Y_lm(r_ij/|r_ij|) built from scipy's Y_lm."""
+    from scipy.special import sph_harm_y
+    at = _methanol(seed=4)
+    cfg = _soap_config(at, cutoff=3.5, n_max=3, l_max=3)
+    got = np.asarray(K.descriptor_fn(cfg)(jnp.asarray(at.positions), jnp.asarray(at.numbers)))
+    rc, nmax, lmax = 3.5, 3, 3
+    rn, w = np.linspace(0, rc, nmax), rc / nmax
+    zs = [int(v) for v in species_from_symbols(cfg["species"])]      # the model's element order
+    for i in range(len(at)):
+        c = np.zeros((len(zs), nmax, lmax + 1, 2 * lmax + 1), complex)
+        for j in range(len(at)):
+            d = at.positions[j] - at.positions[i]
+            r = np.linalg.norm(d)
+            if j == i or r >= rc:
+                continue
+            fc = 0.5 * (np.cos(np.pi * r / rc) + 1)
+            theta, phi = np.arccos(d[2] / r), np.arctan2(d[1], d[0])
+            for l in range(lmax + 1):
+                for m in range(-l, l + 1):
+                    c[zs.index(at.numbers[j]), :, l, m + lmax] += (
+                        np.exp(-(r - rn) ** 2 / (2 * w * w)) * fc * sph_harm_y(l, m, theta, phi))
+        p = np.einsum("anlm,bklm->lnakb", c, c.conj()).real      # order (l, n, Z, n', Z')
+        p = p.reshape(-1)
+        np.testing.assert_allclose(got[i], p / np.linalg.norm(p), atol=1e-12)
+
+
+def test_soap_features_are_equivariant_under_permutation_and_ignore_padding():
+    at = _methanol()
+    cfg = _soap_config(at)
+    fn = jax.jit(K.descriptor_fn(cfg))
+    p0 = np.asarray(fn(jnp.asarray(at.positions), jnp.asarray(at.numbers)))
+    perm = np.random.default_rng(2).permutation(len(at))
+    moved = at.positions @ _rotation(1).T + np.array([0.3, 2.0, -1.0])
+    p1 = np.asarray(fn(jnp.asarray(moved[perm]), jnp.asarray(at.numbers[perm])))
+    np.testing.assert_allclose(p1, p0[perm], atol=1e-12)
+    cfg_pad = {**cfg, "max_atoms": len(at) + 2}
+    p2 = np.asarray(K.descriptor_fn(cfg_pad)(jnp.asarray(at.positions), jnp.asarray(at.numbers)))
+    np.testing.assert_allclose(p2[:len(at)], p0, atol=1e-14)
+    assert np.all(p2[len(at):] == 0.0)
+
+
+def test_gap_style_sparse_soap_model_learns_water_dimer_energies():
+    from jaxpot.build import water_cluster
+    rng = np.random.default_rng(0)
+    base = water_cluster(molecules=2, seed=0)
+    atoms = []
+    for _ in range(130):
+        a = base.copy()
+        a.positions += rng.normal(scale=0.08, size=a.positions.shape)
+        atoms.append(a)
+    e, _, _ = K.potential_energies({"kind": "qtip4pf"}, atoms)
+    cfg, params = K.fit_kernel({"descriptor": "soap", "cutoff": 3.0, "regularization": 1e-8,
+                                "n_sparse": 300}, atoms[:100], e[:100])
+    assert cfg["kernel"] == "polynomial" and params["sparse"].shape[0] == 300
+    # the resolved config rebuilds the potential; forces are autodiff gradients
+    pot = build_potential(cfg, from_ase(atoms[0]))
+    ctx = Context(species=jnp.asarray(atoms[0].numbers), cell=jnp.zeros((3, 3)))
+    ef = jax.jit(energy_and_forces(pot))
+    pred = np.asarray([float(ef(params, jnp.asarray(a.positions), ctx)[0]) for a in atoms[100:]])
+    assert np.mean(np.abs(pred - e[100:])) < 0.1 * np.std(e)
+    pos = jnp.asarray(atoms[110].positions)
+    e0, f = ef(params, pos, ctx)
+    u = np.random.default_rng(1).normal(size=pos.shape)
+    en = lambda x: float(ef(params, pos + x * u, ctx)[0])
+    h = 1e-3
+    fd = (8 * (en(h) - en(-h)) - (en(2 * h) - en(-2 * h))) / (12 * h)
+    tol = 20 * np.finfo(float).eps * float(np.abs(params["alpha"]).sum()) * len(pos) / h + 1e-7
+    assert -np.sum(np.asarray(f) * u) == pytest.approx(fd, abs=tol)

@@ -92,8 +92,8 @@ from .base import Potential, check_species, species_index_table
 BOHR = 0.529177210903
 """1 Bohr in Angstrom (CODATA 2018)."""
 
-DESCRIPTORS = ("coulomb_eigen", "coulomb_sorted", "bag_of_bonds", "overlap")
-KERNELS = ("gaussian", "laplacian", "linear")
+DESCRIPTORS = ("coulomb_eigen", "coulomb_sorted", "bag_of_bonds", "overlap", "soap")
+KERNELS = ("gaussian", "laplacian", "linear", "polynomial")
 OFFSETS = ("per_element", "mean")
 
 # keys of the potential configuration, with defaults (None: required or set by fit_kernel)
@@ -111,6 +111,12 @@ DEFAULTS = {
     "offset": "per_element",    # "per_element" | "mean"
     "gpr": False,               # keep the Cholesky factor for predictive variances
     "gradient_domain": False,   # fit forces with the Hessian kernel (sGDML-style), see fit_kernel
+    # soap (local, GAP-style sparse GPR); ignored by the global descriptors
+    "cutoff": 4.0,              # A
+    "n_max": 6,                 # radial Gaussians
+    "l_max": 4,                 # Legendre order
+    "zeta": 2,                  # kernel (p_i . p_m)^zeta on normalised power spectra
+    "n_sparse": None,           # sparse (representative) atomic environments, set by fit_kernel
     "n_train": None,            # number of training structures (shapes of params)
 }
 # keys only fit_kernel understands (they shape the fit, not the potential)
@@ -278,6 +284,9 @@ def overlap_eigen(positions, species, max_atoms: int, orbitals: str = "s"):
 def _descriptor_key(config: dict):
     """A hashable description of the descriptor of a resolved config."""
     kind, n = config["descriptor"], int(config["max_atoms"])
+    if kind == "soap":
+        z = tuple(int(v) for v in species_from_symbols(config["species"]))
+        return (kind, n, z, float(config["cutoff"]), int(config["n_max"]), int(config["l_max"]))
     if kind == "overlap":
         return (kind, n, config["orbitals"])
     if kind == "bag_of_bonds":
@@ -295,6 +304,9 @@ def _descriptor_from_key(key):
         return partial(coulomb_sorted, max_atoms=n)
     if kind == "overlap":
         return partial(overlap_eigen, max_atoms=n, orbitals=key[2])
+    if kind == "soap":
+        return partial(soap_power_spectrum, max_atoms=n, species_z=key[2], cutoff=key[3],
+                       n_max=key[4], l_max=key[5])
     return partial(bag_of_bonds, max_atoms=n, bags=list(key[2]))
 
 
@@ -318,6 +330,8 @@ def descriptor_size(config: dict) -> int:
         return n * (n + 1) // 2
     if kind == "overlap":
         return n * (4 if config["orbitals"] == "sp" else 1)
+    if kind == "soap":
+        return _soap_size(config)
     z = species_from_symbols(config["species"])
     counts = {int(zz): int(config["max_counts"][s]) for zz, s in zip(z, config["species"])}
     return sum(size for _, _, size in bag_sizes(z, counts))
@@ -493,6 +507,98 @@ def median_distance(x, kernel: str, max_samples: int = 1000, seed: int = 0) -> f
     return float(np.median(d)) if len(d) else 1.0
 
 
+
+# ---------------------------------------------------------------- SOAP (local) + GAP-style sparse GPR
+
+def soap_power_spectrum(positions, species, max_atoms: int, species_z, cutoff: float,
+                        n_max: int, l_max: int):
+    """(max_atoms, P) SOAP-like power spectra of every atom's neighbourhood,
+    each row normalised to unit length (zero rows for padding atoms).
+
+    Neighbour density of element Z around atom i: delta functions at the
+    neighbours j != i within ``cutoff`` (A), weighted by f_c(r) = (cos(pi r /
+    r_c) + 1)/2, expanded in radial Gaussians g_n(r) = exp(-(r - r_n)^2 /
+    (2 w^2)), r_n = n r_c/(n_max - 1), w = r_c/n_max, and real spherical
+    harmonics. The rotational invariant p^{Z Z'}_{n n' l} = sum_m c^Z_{nlm}
+    c^Z'_{n'lm} follows from the addition theorem without any Y_lm:
+      p^{Z Z'}_{n n' l}(i) = (2l+1)/(4 pi) sum_{j in Z, k in Z'} g_n(r_ij) f_c(r_ij)
+                             g_n'(r_ik) f_c(r_ik) P_l(cos theta_jik)
+    (Bartok, Kondor, Csanyi, PRB 87, 184115 (2013), with delta rather than
+    Gaussian-smeared atomic densities). Output P = n_Z^2 n_max^2 (l_max+1),
+    ordered (l, n, Z, n', Z') with Z over ``species_z``."""
+    pos, z = _pad(positions, species, max_atoms)
+    n = max_atoms
+    real = z > 0
+    nb = real[:, None] & real[None, :] & ~jnp.eye(n, dtype=bool)
+    dr = pos[None, :, :] - pos[:, None, :]                          # r_j - r_i, (i, j, 3)
+    r2 = jnp.sum(dr * dr, axis=-1)
+    r = jnp.sqrt(jnp.where(nb, r2, 1.0))
+    inside = nb & (r < cutoff)
+    fc = jnp.where(inside, 0.5 * (jnp.cos(jnp.pi * jnp.minimum(r, cutoff) / cutoff) + 1.0), 0.0)
+    unit = jnp.where(nb[..., None], dr / r[..., None], 0.0)
+    rn = jnp.linspace(0.0, cutoff, n_max)
+    w = cutoff / n_max
+    g = jnp.exp(-(r[..., None] - rn) ** 2 / (2.0 * w * w)) * fc[..., None]   # (i, j, n)
+    elem = jnp.stack([(z == zz) for zz in species_z], axis=-1).astype(pos.dtype)  # (j, Z)
+    gz = g[:, :, :, None] * elem[None, :, None, :]                    # (i, j, n, Z)
+    cos = jnp.clip(jnp.einsum("ijx,ikx->ijk", unit, unit), -1.0, 1.0)  # (i, j, k)
+    legendre = [jnp.ones_like(cos), cos]
+    for l in range(1, l_max):
+        legendre.append(((2 * l + 1) * cos * legendre[l] - l * legendre[l - 1]) / (l + 1))
+    out = []
+    for l in range(l_max + 1):
+        pl = jnp.einsum("ijna,ijk,ikmb->inamb", gz, legendre[l], gz) * (2 * l + 1) / (4 * jnp.pi)
+        out.append(pl.reshape(n, -1))
+    p = jnp.concatenate(out, axis=1)
+    norm2 = jnp.sum(p * p, axis=1)
+    ok = real & (norm2 > 0)
+    return jnp.where(ok[:, None], p / jnp.sqrt(jnp.where(ok, norm2, 1.0))[:, None], 0.0)
+
+
+def _soap_fn(cfg):
+    z = tuple(int(v) for v in species_from_symbols(cfg["species"]))
+    return partial(soap_power_spectrum, max_atoms=int(cfg["max_atoms"]), species_z=z,
+                   cutoff=float(cfg["cutoff"]), n_max=int(cfg["n_max"]), l_max=int(cfg["l_max"]))
+
+
+def _soap_size(cfg):
+    return len(cfg["species"]) ** 2 * int(cfg["n_max"]) ** 2 * (int(cfg["l_max"]) + 1)
+
+
+def _soap_local_energy(cfg, params, p, z):
+    """sum_i sum_m alpha_m delta(Z_i, Z_m) (p_i . p_m)^zeta for one structure (eV)."""
+    k = (p @ params["sparse"].T) ** int(cfg["zeta"])                     # (N, M)
+    same = (z[:, None] == params["sparse_species"][None, :]) & (z[:, None] > 0)
+    return jnp.sum(jnp.where(same, k, 0.0) @ params["alpha"])
+
+
+def _fit_soap(cfg, pos, z, y, seed: int = 0):
+    """GAP-style sparse GPR (subset of regressors): structure energies are
+    sums of local energies; alpha = (lambda K_MM + K_MN K_NM)^-1 K_MN y, with
+    M sparse environments drawn at random (seeded) from the training atoms
+    and lambda = ``regularization`` (the noise variance relative to the
+    prior, eV^2). Returns (params pieces, n_sparse)."""
+    fn = jax.jit(jax.vmap(_soap_fn(cfg)))
+    p = np.concatenate([np.asarray(fn(jnp.asarray(pos[i:i + 128]), jnp.asarray(z[i:i + 128])))
+                        for i in range(0, len(pos), 128)])                 # (B, N, P)
+    atoms_idx = np.argwhere(z > 0)
+    m = cfg["n_sparse"] if cfg["n_sparse"] is not None else min(500, len(atoms_idx))
+    m = min(int(m), len(atoms_idx))
+    pick = np.random.default_rng(seed).choice(len(atoms_idx), m, replace=False)
+    sel = atoms_idx[np.sort(pick)]
+    sparse, sparse_z = p[sel[:, 0], sel[:, 1]], z[sel[:, 0], sel[:, 1]]
+    zeta = int(cfg["zeta"])
+    k_atoms = np.einsum("bnp,mp->bnm", p, sparse) ** zeta
+    k_atoms *= (z[:, :, None] == sparse_z[None, None, :]) & (z[:, :, None] > 0)
+    k_nm = k_atoms.sum(axis=1)                                             # (B, M)
+    k_mm = (sparse @ sparse.T) ** zeta * (sparse_z[:, None] == sparse_z[None, :])
+    a = cfg["regularization"] * k_mm + k_nm.T @ k_nm
+    # jitter: K_MM is singular when two sparse environments coincide (symmetry-equivalent atoms)
+    alpha = krr_fit(a, k_nm.T @ y, 1e-10 * float(np.trace(a)) / m)
+    return {"sparse": jnp.asarray(sparse), "sparse_species": jnp.asarray(sparse_z.astype(np.int32)),
+            "alpha": alpha}, m
+
+
 # ---------------------------------------------------------------- the potential
 
 def _resolve(config: dict, allowed) -> dict:
@@ -511,6 +617,23 @@ def _resolve(config: dict, allowed) -> dict:
     cfg["signal_variance"] = positive_number("kernel signal_variance", cfg["signal_variance"], "eV^2")
     if cfg["sigma"] is not None:
         cfg["sigma"] = positive_number("kernel sigma", cfg["sigma"], "descriptor units")
+    if cfg["descriptor"] == "soap":
+        if "kernel" not in config:
+            cfg["kernel"] = "polynomial"
+        if cfg["kernel"] != "polynomial" or cfg["gpr"] or cfg["gradient_domain"]:
+            raise InputError("kernel descriptor 'soap' uses kernel = 'polynomial' ((p.q)^zeta, GAP-style "
+                             "sparse GPR) without gpr or gradient_domain")
+        cfg["cutoff"] = positive_number("kernel soap cutoff", cfg["cutoff"], "A")
+        for key, lo in (("n_max", 2), ("l_max", 0), ("zeta", 1)):
+            v = cfg[key]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise InputError(f"kernel soap {key!r} must be an integer >= {lo}, got {v!r}")
+            cfg[key] = int(v)
+        if cfg["n_sparse"] is not None and (isinstance(cfg["n_sparse"], bool) or not isinstance(
+                cfg["n_sparse"], (int, np.integer)) or cfg["n_sparse"] < 1):
+            raise InputError(f"kernel 'n_sparse' must be a positive integer, got {cfg['n_sparse']!r}")
+    elif cfg["kernel"] == "polynomial":
+        raise InputError("kernel = 'polynomial' is for descriptor = 'soap'")
     if cfg["gradient_domain"] and (cfg["gpr"] or cfg["kernel"] == "laplacian"):
         raise InputError("kernel gradient_domain = true needs a differentiable kernel (gaussian or "
                          "linear) and gpr = false")
@@ -545,9 +668,14 @@ def _check_sizes(cfg):
     return cfg
 
 
+_SOAP_KEYS = ("cutoff", "n_max", "l_max", "zeta", "n_sparse")
+
+
 def _toml_config(cfg):
-    """TOML cannot store None: drop unset optional keys."""
-    return {"kind": "kernel", **{k: v for k, v in cfg.items() if v is not None}}
+    """TOML cannot store None: drop unset optional keys (and the SOAP keys
+    of global-descriptor models, whose defaults rebuild them)."""
+    drop = () if cfg["descriptor"] == "soap" else _SOAP_KEYS
+    return {"kind": "kernel", **{k: v for k, v in cfg.items() if v is not None and k not in drop}}
 
 
 def _check_system(cfg, system):
@@ -570,6 +698,13 @@ def _check_system(cfg, system):
 
 def _template(cfg):
     n, d, ns = cfg["n_train"], descriptor_size(cfg), len(cfg["species"])
+    if cfg["descriptor"] == "soap":
+        if cfg["n_sparse"] is None:
+            raise InputError("potential kind 'kernel' with descriptor 'soap' needs 'n_sparse'")
+        m = cfg["n_sparse"]
+        return {"sparse": jnp.zeros((m, d)), "sparse_species": jnp.zeros((m,), jnp.int32),
+                "alpha": jnp.zeros((m,)), "element_energies": jnp.zeros((ns,)),
+                "energy_shift": jnp.zeros(())}
     p = {"descriptors": jnp.zeros((n, d)),
          **({"directions": jnp.zeros((n, d))} if cfg["gradient_domain"] else {"alpha": jnp.zeros((n,))}),
          "mean": jnp.zeros((d,)), "scale": jnp.ones((d,)),
@@ -612,11 +747,15 @@ def _energy_fn(cfg):
     d_fn = descriptor_fn(cfg)
     table = species_index_table(cfg["species"])
     pair = _pair_kernel(cfg) if cfg["gradient_domain"] else None
+    soap = cfg["descriptor"] == "soap"
 
     def energy(params, positions, species):
-        x = (d_fn(positions, species) - params["mean"]) / params["scale"]
         idx = table[species]
         e0 = jnp.sum(jnp.where(idx >= 0, params["element_energies"][jnp.maximum(idx, 0)], 0.0))
+        if soap:
+            z = _pad(positions, species, int(cfg["max_atoms"]))[1]
+            return e0 + params["energy_shift"] + _soap_local_energy(cfg, params, d_fn(positions, species), z)
+        x = (d_fn(positions, species) - params["mean"]) / params["scale"]
         if pair is None:
             e = _kernel_vector(cfg, params, x) @ params["alpha"]
         else:
@@ -658,7 +797,7 @@ def kernel_predict(config: dict, params, atoms_list, *, variance: bool = False, 
     ``config`` is the kernel potential configuration (not a sum)."""
     cfg = _check_sizes(_resolve(config, DEFAULTS))
     pos, z = pad_structures(atoms_list, cfg["max_atoms"])
-    if cfg["gradient_domain"]:
+    if cfg["gradient_domain"] or cfg["descriptor"] == "soap":
         if variance:
             raise InputError("predictive variances need a model fitted with gpr = true")
         efn = jax.jit(jax.vmap(_energy_fn(cfg), in_axes=(None, 0, 0)))
@@ -849,6 +988,15 @@ def fit_kernel(config: dict, atoms_list, energies, forces=None):
 
     # descriptors
     pos, z = pad_structures(atoms_list, cfg["max_atoms"])
+    if cfg["descriptor"] == "soap":
+        if fit["optimize_hyperparameters"]:
+            raise InputError("kernel descriptor 'soap' does not support optimize_hyperparameters yet")
+        pieces, cfg["n_sparse"] = _fit_soap(cfg, pos, z, resid)
+        params = {**pieces, "element_energies": jnp.asarray(e_el), "energy_shift": jnp.asarray(shift)}
+        pot_cfg = _toml_config(cfg)
+        if base_cfg is not None:
+            return {"kind": "sum", "terms": [base_cfg, pot_cfg]}, (base_params, params)
+        return pot_cfg, params
     d = compute_descriptors(cfg, pos, z)
     if cfg["standardize"]:
         mean, scale = d.mean(axis=0), d.std(axis=0)
