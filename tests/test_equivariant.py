@@ -117,12 +117,32 @@ def make_system(symbols, positions, cell=None):
                   masses=jnp.asarray(default_masses(z)), cell=jnp.asarray(cell), pbc=(pbc,) * 3)
 
 
-@pytest.fixture(scope="module", params=KINDS)
+# the default run covers both models for symmetry, forces, smoothness, padding and
+# features; the stress and float32 checks of nequip (same graph code as mace's)
+# are in the slow set to keep the default run within its time budget
+SLOW_FOR_NEQUIP = pytest.mark.slow
+
+
+def kinds_with_slow_nequip():
+    return [pytest.param("nequip", marks=SLOW_FOR_NEQUIP), "mace"]
+
+
+_MODELS = {}
+
+
+def get_model(kind):
+    """(potential, params, jitted energy_and_forces) of a tiny model, built
+    once per test session (compiling is most of the cost of these tests)."""
+    if kind not in _MODELS:
+        pot = build_potential(CONFIGS[kind], None)
+        params = pot.init(jax.random.PRNGKey(1), None)
+        _MODELS[kind] = pot, params, jax.jit(energy_and_forces(pot))
+    return _MODELS[kind]
+
+
+@pytest.fixture(params=KINDS)
 def model(request):
-    """(potential, params, jitted energy_and_forces) of a tiny model."""
-    pot = build_potential(CONFIGS[request.param], None)
-    params = pot.init(jax.random.PRNGKey(1), None)
-    return pot, params, jax.jit(energy_and_forces(pot))
+    return get_model(request.param)
 
 
 def assert_close(a, b, rtol, atol=0.0, what=""):
@@ -138,13 +158,13 @@ def assert_close(a, b, rtol, atol=0.0, what=""):
 def test_polynomial_envelope_value_slope_and_curvature_vanish_at_the_cutoff():
     # DimeNet eq. 8: u(0) = 1 and u(1) = u'(1) = u''(1) = 0, identical to e3nn's
     # generalised envelope with p - 1 zero derivatives at 0 and 2 at 1
-    for p in (5, 6, 7):
-        u = lambda x: eq.polynomial_envelope(x, p)
-        assert float(u(0.0)) == 1.0
-        for f in (u, jax.grad(u), jax.grad(jax.grad(u))):
-            assert abs(float(f(1.0))) < 1e-12
-        x = jnp.linspace(0.0, 1.2, 25)
-        assert_close(u(x), e3nn.poly_envelope(p - 1, 2)(x), 1e-12, 1e-12, "envelope")
+    p = 6
+    u = lambda x: eq.polynomial_envelope(x, p)
+    assert float(u(0.0)) == 1.0
+    for f in (u, jax.grad(u), jax.grad(jax.grad(u))):
+        assert abs(float(f(1.0))) < 1e-12
+    x = jnp.linspace(0.0, 1.2, 25)
+    assert_close(u(x), e3nn.poly_envelope(p - 1, 2)(x), 1e-12, 1e-12, "envelope")
 
 
 # ---------------------------------------------------------------------------
@@ -223,8 +243,9 @@ def test_forces_match_central_differences_in_triclinic_cell_with_images(model):
     assert_close(f, fd, 1e-6, 1e-6, "forces")
 
 
-def test_stress_matches_strain_derivative_in_triclinic_cell(model):
-    pot, params, ef = model
+@pytest.mark.parametrize("kind", kinds_with_slow_nequip())
+def test_stress_matches_strain_derivative_in_triclinic_cell(kind):
+    pot, params, ef = get_model(kind)
     pos = random_points(6, 4.0, seed=10)
     ctx = context(pos, cell=TRICLINIC)
     _, _, sigma = jax.jit(energy_forces_stress(pot))(params, jnp.asarray(pos), ctx)
@@ -301,16 +322,18 @@ def test_padded_batch_under_vmap_matches_each_unpadded_structure(model):
     assert np.all(np.isfinite(np.asarray(f)))
 
 
-def test_float32_params_and_positions_run_in_float32_and_agree_with_float64(model):
-    pot, params, ef = model
+@pytest.mark.parametrize("kind", kinds_with_slow_nequip())
+def test_float32_params_and_positions_run_in_float32_and_agree_with_float64(kind):
+    pot, params, ef = get_model(kind)
     pos = water_dimer(seed=13)
     ctx = context(pos)
     e64, f64 = ef(params, jnp.asarray(pos), ctx)
     p32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), params)
     e32, f32 = ef(p32, jnp.asarray(pos, jnp.float32), ctx)
     assert f32.dtype == jnp.float32
-    atoms = jax.eval_shape(lambda p, x: pot.energy(p, x, ctx), p32, jnp.asarray(pos, jnp.float32))
-    assert atoms.shape == ()
+    # the hidden features (hence the whole network) are float32, even with a float64 cell
+    feats = jax.eval_shape(lambda p, x: eq.intermediate_features(pot, p, x, ctx), p32, jnp.asarray(pos, jnp.float32))
+    assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(feats))
     assert_close(e32, e64, 1e-3, what="energy")
     assert_close(f32, f64, 1e-3, what="forces")
 
@@ -376,7 +399,7 @@ def test_nve_md_with_mace_through_the_driver_gives_finite_energies(tmp_path):
     pos = water_dimer(seed=30)
     write(tmp_path / "start.xyz", Atoms(SYMBOLS, positions=pos))
     potential = {"kind": "mace", "species": ["H", "O"], "cutoff": RC, "channels": 4, "l_max": 1,
-                 "radial_hidden": 8, "radial_layers": 1, "energy_scale": 0.1}
+                 "layers": 1, "radial_hidden": 8, "radial_layers": 1, "energy_scale": 0.1}
     cfg = {
         "system": {"file": str(tmp_path / "start.xyz")},
         "potential": potential,
@@ -390,7 +413,7 @@ def test_nve_md_with_mace_through_the_driver_gives_finite_energies(tmp_path):
     assert len(cons) == 4 and np.all(np.isfinite(cons)) and np.all(np.isfinite(pe))
     assert np.ptp(pe) > 0                               # the atoms move on this surface
     resolved = io.read_toml(tmp_path / "run" / "config.toml")["potential"]
-    assert resolved["correlation"] == 3 and resolved["layers"] == 2 and resolved["avg_num_neighbors"] == 10.0
+    assert resolved["correlation"] == 3 and resolved["n_basis"] == 8 and resolved["avg_num_neighbors"] == 10.0
 
 
 def test_resolved_config_and_saved_model_rebuild_the_same_potential(tmp_path, model):

@@ -66,6 +66,7 @@ Configuration keys (defaults):
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -410,6 +411,7 @@ def graph_inputs(positions, context, table, cutoff: float):
     idx = table[context.species]
     valid = idx >= 0
     i, j, dr, mask = pairs(positions, context, full=True)
+    dr = dr.astype(positions.dtype)     # a float64 cell must not promote a float32 model
     r2 = jnp.sum(dr * dr, axis=-1)
     ok = mask & valid[i] & valid[j] & (r2 < cutoff ** 2) & (r2 > MIN_EDGE_LENGTH ** 2)
     far = jnp.asarray([2.0 * cutoff, 0.0, 0.0], dtype=dr.dtype)
@@ -422,6 +424,29 @@ def _cast_floats(tree, dtype):
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
+_INIT_CACHE: dict = {}
+
+
+def _jitted_init(cfg: dict):
+    """``key -> flax variables`` for a resolved configuration, jitted once per
+    configuration (compiling the initialisers costs seconds; models are
+    rebuilt from the same configuration by the driver, the ASE calculator
+    and model directories)."""
+    tag = json.dumps(cfg, sort_keys=True)
+    if tag not in _INIT_CACHE:
+        module = build_module(cfg)
+
+        @jax.jit
+        def init(key):
+            # parameter shapes do not depend on the graph: a two-atom dummy suffices
+            dr = jnp.asarray([[1.0, 0.3, -0.2], [-1.0, -0.3, 0.2]], jnp.float64)
+            return module.init(jax.random.fold_in(key, cfg["seed"]), jnp.zeros(2, jnp.int32),
+                               jnp.asarray([1, 0]), jnp.asarray([0, 1]), dr, jnp.ones(2, jnp.float64))
+
+        _INIT_CACHE[tag] = init
+    return _INIT_CACHE[tag]
+
+
 def _equivariant_potential(kind: str, config: dict, system) -> Potential:
     cfg = resolve_config(kind, config)
     if system is not None:
@@ -430,12 +455,7 @@ def _equivariant_potential(kind: str, config: dict, system) -> Potential:
     table = species_index_table(cfg["species"])
     cutoff, scale = cfg["cutoff"], cfg["energy_scale"]
 
-    @jax.jit
-    def _init(key):
-        # parameter shapes do not depend on the graph: a two-atom dummy suffices
-        dr = jnp.asarray([[1.0, 0.3, -0.2], [-1.0, -0.3, 0.2]], jnp.float64)
-        return module.init(jax.random.fold_in(key, cfg["seed"]), jnp.zeros(2, jnp.int32),
-                           jnp.asarray([1, 0]), jnp.asarray([0, 1]), dr, jnp.ones(2, jnp.float64))
+    _init = _jitted_init(cfg)
 
     def init(key, system=None):
         """flax variables (float64) from ``key`` folded with the config seed."""
