@@ -528,9 +528,10 @@ def test_soap_features_are_equivariant_under_permutation_and_ignore_padding():
 
 
 def test_gap_style_sparse_soap_model_learns_water_dimer_energies():
-    from jaxpot.build import water_cluster
     rng = np.random.default_rng(0)
-    base = water_cluster(molecules=2, seed=0)
+    second = molecule("H2O")
+    second.positions = second.positions @ _rotation(8).T + np.array([2.9, 0.3, -0.2])
+    base = molecule("H2O") + second            # a water dimer, atoms in O, H, H order
     atoms = []
     for _ in range(130):
         a = base.copy()
