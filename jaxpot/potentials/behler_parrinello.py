@@ -73,12 +73,17 @@ triplets are the M (M - 1) / 2 slot pairs j < k of each row, so the cost is
 N M^2 / 2 whatever the list capacity. Per triplet only cos theta_ijk and
 r_jk are new: the Gaussians and f_c of r_ij, r_ik are per neighbor, each
 distinct (eta, r_s) and (zeta, lambda) factor is evaluated once, and the
-sum over triplets with the element-pair channels is one batched matmul. Overflow is never silent: when some
-atom has more than ``max_neighbors`` neighbors within the cutoff, the energy
+sum over triplets with the element-pair channels is one batched matmul.
+Overflow is never silent: when some atom has more than ``max_neighbors``
+neighbors within the cutoff, the energy
 (and with it every force and gradient) is NaN, and
 :func:`max_neighbor_count` tells how many are needed; the factory refuses
 (InputError) a ``max_neighbors`` too small for the system it is given. The
 radial functions use the whole pair list and are never truncated.
+
+Helpers for training code: :func:`symmetry_functions` (features),
+:func:`max_neighbor_count` (vmap it over a batch to size ``max_neighbors``
+before building the model), :func:`standardize_from_data`.
 
 Padding (batched training data): atoms with atomic number 0 (and elements
 not in ``species`` when no system was checked) have no energy and are
@@ -345,8 +350,10 @@ class _Descriptor:
         dot = gram[:, a, b]                                              # (N, T)
         rj, rk = rn[:, a], rn[:, b]
         rjk2 = rj * rj + rk * rk - 2.0 * dot
-        pos_ = rjk2 > 0
-        rjk = jnp.where(pos_, jnp.sqrt(jnp.where(pos_, rjk2, 1.0)), 0.0)
+        # r_jk^2 = r_ij^2 + r_ik^2 - 2 r_ij.r_ik from the Gram matrix (a batched
+        # matmul); rounding can make it <= 0 for coincident j, k: r_jk = 0 there
+        apart = rjk2 > 0
+        rjk = jnp.where(apart, jnp.sqrt(jnp.where(apart, rjk2, 1.0)), 0.0)
         # cos theta with finite gradients for coincident atoms (r = 0)
         den = jnp.where(rj * rk > 0, rj * rk, 1.0)
         cos = dot / den
