@@ -30,6 +30,11 @@ padding and contribute exact zeros, which sort to the end):
   4). Orbital exponent a_i = 1 / (2 r_cov,i^2) (1/A^2), i.e. exp(-r^2 /
   (2 r_cov^2)): the Gaussian's standard deviation is the covalent radius
   (ase.data.covalent_radii, A). ``orbitals = "sp"`` adds p orbitals.
+- ``soap`` (local, not global): per-atom SOAP-like power spectra (see
+  :func:`soap_power_spectrum`; ``cutoff`` A, ``n_max``, ``l_max``) with a
+  GAP-style sparse GPR: E = offset + sum_i sum_m alpha_m delta(Z_i, Z_m)
+  (p_i . p_m)^zeta over ``n_sparse`` representative environments
+  (``kernel = "polynomial"``). Transferable across cluster sizes.
 
 Coulomb-matrix convention (Coulomb eigen/sorted and bag of bonds): atomic
 units as in Rupp et al.: M_ii = 0.5 Z_i^2.4, M_ij = Z_i Z_j / r_ij with r_ij
@@ -54,7 +59,9 @@ over (numerically) degenerate groups: basis independent, exact for any
 symmetric function of a degenerate group, and equal to the central finite
 difference of the sorted eigenvalues of a doubly degenerate pair.
 
-Kernels (``sigma`` in the units of the standardised descriptor):
+Kernels (``sigma`` in the units of the standardised descriptor; each
+feature is shifted and scaled to zero mean and unit variance over the
+training set when ``standardize = true``):
   gaussian  k = exp(-|x-y|_2^2 / (2 sigma^2))   (sklearn rbf, gamma = 1/(2 sigma^2))
   laplacian k = exp(-|x-y|_1 / sigma)            (sklearn laplacian, gamma = 1/sigma);
             not differentiable at x = y, so forces jump: not for MD
@@ -67,6 +74,13 @@ same solve is the Gaussian-process posterior mean; the Cholesky factor is
 kept in the params for predictive variances, and
 ``optimize_hyperparameters`` maximises the log marginal likelihood over
 (log sigma, log s^2, log lambda) with optax Adam.
+
+``gradient_domain = true`` fits forces instead of energies (GDML-style, see
+:func:`fit_kernel`): small molecules only, (n_train 3N)^2 memory.
+
+Precision: the kernel sum cancels large terms (|alpha_k| up to ~1e4-1e5 eV
+at small ``regularization``), so run kernel models in float64 (jaxpot's
+default), not with ``[md] dtype = "float32"``.
 
 Energy offset (``offset``): ``"per_element"`` (default) fits element
 energies e_Z by least squares to the training energies (minimum-norm
@@ -773,11 +787,15 @@ def kernel_from_config(config: dict, system) -> Potential:
     Keys (defaults in :data:`DEFAULTS`): descriptor, kernel, sigma,
     regularization (eV^2), signal_variance (eV^2), species, max_atoms,
     max_counts (bag_of_bonds), orbitals (overlap), standardize, offset, gpr,
-    n_train. :func:`fit_kernel` writes them all; ``init`` returns an
+    gradient_domain, n_train, and for soap cutoff (A), n_max, l_max, zeta,
+    n_sparse. :func:`fit_kernel` writes them all; ``init`` returns an
     all-zero template of the parameters (descriptors (n_train, D), alpha
     (n_train,) eV/s^2, mean and scale (D,), element_energies (n_species,) eV,
     energy_shift eV, and with gpr the (n_train, n_train) Cholesky factor of
-    s^2 K + lambda I), filled from params.msgpack by ``kind = "model"``."""
+    s^2 K + lambda I; gradient-domain models hold directions (n_train, D)
+    instead of alpha; soap models hold sparse (n_sparse, P), sparse_species
+    and alpha (n_sparse,) with no mean/scale), filled from params.msgpack by
+    ``kind = "model"``."""
     cfg = _check_sizes(_resolve(config, DEFAULTS))
     _check_system(cfg, system)
     efn = _energy_fn(cfg)
