@@ -44,10 +44,12 @@ Config keys of ``kind = "behler_parrinello"`` (defaults in brackets):
   zetas          [[1.0, 4.0]] (for a count; each >= 1)
   grid_r_min     [1.0] A, first grid point;  grid_r_max  [cutoff - 0.5] A
   max_neighbors  neighbors within the cutoff per atom that the angular
-                 triplet list holds. Default: the larger of
-                 4/3 pi r_c^3 x 0.12 A^-3 (a dense liquid or solid) and, when
-                 a system is given, 1.25 x its most crowded atom + 4, rounded
-                 up to a multiple of 8.
+                 triplet list holds (a capacity: the features and params do
+                 not depend on it). Default: 4/3 pi r_c^3 x 0.12 A^-3 (a
+                 dense liquid or solid) rounded up to a multiple of 8. With a
+                 system, the default or given value is raised to 1.25 x the
+                 neighbors of its most crowded atom + 4 (rounded up to 8)
+                 when smaller, so a model fitted on clusters runs on a bulk.
   atom_block     ["auto"] atoms per block of the angular sum (0: all at
                  once); each block is recomputed in the backward pass, so
                  memory goes as block x max_neighbors^2. "auto": 4 on CPU
@@ -77,8 +79,8 @@ sum over triplets with the element-pair channels is one batched matmul.
 Overflow is never silent: when some atom has more than ``max_neighbors``
 neighbors within the cutoff, the energy
 (and with it every force and gradient) is NaN, and
-:func:`max_neighbor_count` tells how many are needed; the factory refuses
-(InputError) a ``max_neighbors`` too small for the system it is given. The
+:func:`max_neighbor_count` tells how many are needed; given a system, the
+factory sizes the capacity for it with a 25% margin for density fluctuations. The
 radial functions use the whole pair list and are never truncated.
 
 Helpers for training code: :func:`symmetry_functions` (features),
@@ -237,10 +239,11 @@ def resolve_config(config: dict, system=None) -> dict:
         guess = 4.0 / 3.0 * math.pi * rc ** 3 * DENSITY_FOR_MAX_NEIGHBORS
         c["max_neighbors"] = max(_round8(guess), _round8(1.25 * need + 4))
     else:
+        # a capacity, not a model parameter (the features do not depend on it):
+        # a system more crowded than the given value raises it
         c["max_neighbors"] = _number("max_neighbors", c["max_neighbors"], minimum=1, integer=True)
         if need > c["max_neighbors"]:
-            raise InputError(f"behler_parrinello max_neighbors = {c['max_neighbors']} is too small: an atom of "
-                             f"this structure has {need} neighbors within the cutoff {rc} A")
+            c["max_neighbors"] = _round8(1.25 * need + 4)
     return {"kind": KIND, **c}
 
 
