@@ -158,6 +158,13 @@ def potential_config(model: dict, train: list[Labelled], forces_available: bool)
             most = max(int(np.bincount(np.concatenate(half_pairs(s, rc)[:2]), minlength=s.n_atoms).max())
                        if s.n_atoms > 1 else 0 for s in train)
             t["max_neighbors"] = int(8 * math.ceil((1.25 * most + 4) / 8))
+        if t.get("kind") in ("nequip", "mace") and "avg_num_neighbors" not in t:
+            # messages are divided by the mean neighbor count of the training data (as MACE does)
+            from .data import half_pairs
+
+            rc = float(t.get("cutoff", 5.0))
+            pairs_total = sum(2 * len(half_pairs(s, rc)[0]) for s in train)
+            t["avg_num_neighbors"] = float(max(pairs_total / sum(s.n_atoms for s in train), 1.0))
         if t.get("kind") in ML_KINDS:
             t.setdefault("species", species)
             if "energy_scale" not in t and forces_available:
