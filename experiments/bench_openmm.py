@@ -46,7 +46,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 import jaxpot  # noqa: E402,F401  (enables float64)
 from jaxpot import units  # noqa: E402
@@ -109,7 +108,7 @@ def openmm_runs(system, pos, platform_name, timing_ef, timing_md):
 
     ef_rate, _ = time_calls(ef, 1, *timing_ef)
     ctx.setVelocitiesToTemperature(T_K * unit.kelvin, 1)
-    n = timing_md[0]
+    n = timing_md[0]                      # steps per call, then (min steps, min s, max s)
     md_rate, _ = time_calls(lambda: (integ.step(n), ctx.getState(getEnergy=True)), n, *timing_md[1:])
     return dict(energy_eV=e, forces=f, setup_s=setup, ef_ms=1e3 / ef_rate, steps_per_s=md_rate)
 
@@ -152,16 +151,17 @@ def bench_system(label, tiles, args, rows):
                 (20, 5.0, 60.0) if not quick else (10, 0.1, 20.0), 10)
             print(f"  jaxpot {prec}: {res[f'jaxpot {prec}']['steps_per_s']:.2f} steps/s", flush=True)
     res["OpenMM CPU"] = openmm_runs(system, pos, "CPU", (5, 2.0, 20.0) if not quick else (1, 0.1, 5.0),
-                                    (50, 5.0, 30.0) if not quick else (10, 0.1, 5.0))
+                                    (50, 200, 5.0, 30.0) if not quick else (10, 10, 0.1, 5.0))
     print(f"  OpenMM CPU: {res['OpenMM CPU']['steps_per_s']:.2f} steps/s", flush=True)
     if not args.no_reference:
-        res["OpenMM Reference"] = openmm_runs(system, pos, "Reference", (1, 1.0, 30.0), (2, 1.0, 30.0))
+        res["OpenMM Reference"] = openmm_runs(system, pos, "Reference", (1, 1.0, 30.0), (2, 2, 1.0, 30.0))
         print(f"  OpenMM Reference: {res['OpenMM Reference']['steps_per_s']:.3f} steps/s", flush=True)
     ref = res["OpenMM CPU"]
     for name, r in res.items():
         r["energy_rel_diff_vs_cpu"] = (r["energy_eV"] - ref["energy_eV"]) / abs(ref["energy_eV"])
         r["force_rel_rms_vs_cpu"] = float(np.sqrt(np.mean((r["forces"] - ref["forces"]) ** 2))
                                           / np.sqrt(np.mean(ref["forces"] ** 2)))
+    for r in res.values():
         r.pop("forces")
     for name, r in res.items():
         rows.append({"system": label, "atoms": n, "engine": name, **r})

@@ -73,13 +73,12 @@ import math
 import re
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .. import units
 from ..potentials import classical as cl
-from ..potentials.base import Potential, esum, safe_norm, sum_potentials
+from ..potentials.base import Potential, esum, sum_potentials
 from ..system import InputError, System
 
 NONBONDED_METHODS = ("NoCutoff", "CutoffNonPeriodic", "CutoffPeriodic", "Ewald", "PME")
@@ -514,9 +513,8 @@ def potential_from_openmm(source, *, dtype=jnp.float64, name: str = "openmm",
         return x is not None and (np.any(x["eps"] > 0) or any(e != 0 for *_, e in x.get("exceptions", [])))
 
     merge = cnb is not None and (nb is None or (not has_lj(nb) and _compatible(nb, cnb)))
-    main_nb = nb if nb is not None else None
     lj_from = None
-    if main_nb is not None:
+    if nb is not None:
         lj_from = "nonbonded" if has_lj(nb) else None
     if merge:
         lj_from = "custom"
@@ -546,7 +544,6 @@ def potential_from_openmm(source, *, dtype=jnp.float64, name: str = "openmm",
             p14_s[k], p14_e[k] = s, e
         elif (nb is not None or merge) and key in excluded:
             excluded.discard(key)
-            excl.remove(key)
             index14[key] = len(p14)
             p14.append(key)
             p14_qq.append(0.0)
@@ -554,6 +551,7 @@ def potential_from_openmm(source, *, dtype=jnp.float64, name: str = "openmm",
             p14_e.append(e)
         else:
             extras_lj.append((key, s, e))
+    excl = [key for key in excl if key in excluded]
 
     # LJ types
     atom_types = None
@@ -583,7 +581,6 @@ def potential_from_openmm(source, *, dtype=jnp.float64, name: str = "openmm",
         bonds=bonds, angles=angles, torsions=tors, torsion_periodicity=tor_n, impropers=imps,
         cmap=cmaps, cmap_map=cmap_map, exclusions=excl, pairs14=p14, nbfix=nbfix)
     charges = None
-    coulomb = None
     copts = {}
     if nb is not None and (np.any(nb["charges"] != 0) or any(qq != 0 for qq in p14_qq)):
         charges = nb["charges"]
