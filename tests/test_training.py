@@ -235,3 +235,67 @@ def test_fitting_qtip4pf_parameters_to_reference_forces_recovers_them(tmp_path):
     p = _params(tmp_path / "fit")
     for name in ("q_H", "k_theta", "sigma"):
         assert abs(float(p[name]) / QTIP4PF[name] - 1) < 0.02, (name, float(p[name]), QTIP4PF[name])
+
+
+def _small_water_file(tmp_path, n_frames=24, max_molecules=3):
+    from ase.io import read
+
+    from jaxpot.training.data import shipped_data
+
+    frames = [a for a in read(shipped_data("water_clusters.extxyz"), index=":")
+              if a.info["n_molecules"] <= max_molecules]
+    pick = np.random.default_rng(0).permutation(len(frames))[:n_frames]
+    path = tmp_path / "small.extxyz"
+    write(path, [frames[k] for k in sorted(pick)], format="extxyz")
+    return path
+
+
+def test_delta_learning_fits_baseline_and_network_together_and_a_frozen_baseline_stays_put(tmp_path):
+    """Gaussian-charge baseline + tiny MACE on shipped GFN2-xTB frames: in one
+    optimisation both parameter sets move; with ``trainable = false`` the
+    baseline's parameters are exactly the initial ones; both fits lower the
+    validation force error below its value after the first epoch."""
+    from jaxpot.training.fit import FIT_DEFAULTS  # noqa: F401
+
+    data = _small_water_file(tmp_path)
+    base = {"kind": "gaussian_electrostatics", "charges": {"H": 0.4, "O": -0.8}, "widths": {"H": 0.7, "O": 0.9},
+            "cutoff": 6.0}
+    ml = {"kind": "mace", "cutoff": 4.0, "channels": 4, "l_max": 1, "correlation": 2, "layers": 1}
+    for frozen in (False, True):
+        b = dict(base, trainable=False) if frozen else dict(base)
+        out = tmp_path / f"fit{int(frozen)}"
+        cfg = {"data": {"train": str(data), "validation_fraction": 0.25},
+               "model": {"kind": "sum", "terms": [b, ml]},
+               "fit": {"epochs": 12, "batch_size": 6, "learning_rate": 1e-2, "warmup_epochs": 0, "ema_decay": 0.0},
+               "output": {"directory": str(out)}}
+        train(cfg, progress=False)
+        p = _params(out)
+        cfg_saved = io.read_toml(out / "model.toml")["potential"]
+        assert [t["kind"] for t in cfg_saved["terms"]] == ["atomic_energies", "gaussian_electrostatics", "mace"]
+        charges = np.asarray(p["1"]["charges"])
+        if frozen:
+            np.testing.assert_array_equal(charges, [0.4, -0.8])
+        else:
+            assert np.max(np.abs(charges - [0.4, -0.8])) > 1e-4
+        m = io.read_thermo(out / "metrics.csv")
+        assert m["val_forces_rmse_eV_per_A"].min() < 0.8 * m["val_forces_rmse_eV_per_A"][0]
+
+
+def test_kernel_model_trains_and_evaluates_from_the_command_line(tmp_path, capsys):
+    data = _small_water_file(tmp_path, n_frames=30, max_molecules=2)
+    cfg = {"data": {"train": str(data), "validation_fraction": 0.2},
+           "model": {"kind": "kernel", "descriptor": "coulomb_eigen", "kernel": "gaussian"},
+           "output": {"directory": str(tmp_path / "k")}}
+    io.write_toml(tmp_path / "k.toml", cfg)
+    assert main(["train", str(tmp_path / "k.toml"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "k" / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "k"), str(data), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["structures"] == 30
+    # train + validation = the whole file: the per-structure MAE is their weighted mean
+    n_t, n_v = summary["train"]["structures"], summary["validation"]["structures"]
+    expect = (n_t * summary["train"]["energy_mae_eV_per_atom"] + n_v * summary["validation"]["energy_mae_eV_per_atom"]) / 30
+    np.testing.assert_allclose(got["energy_mae_eV_per_atom"], expect, rtol=1e-9)
+    # a model directory that exists is never overwritten without --overwrite
+    assert main(["train", str(tmp_path / "k.toml"), "--no-progress"]) == 2

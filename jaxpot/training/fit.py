@@ -300,10 +300,19 @@ def evaluate(predict_jit, params, batcher: Batcher) -> dict:
 
 # --------------------------------------------------------------------------- optimiser
 
+def _decay_mask(params):
+    """Weight decay applies to network weights, not to statistics (feature
+    standardisation) or physical parameters stored beside them."""
+    def keep(path, _):
+        names = {str(getattr(k, "key", getattr(k, "name", k))) for k in path}
+        return not names & {"feature_mean", "feature_std"}
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
 def make_optimizer(f: dict, trainable_mask):
     def build(learning_rate):
         if f["optimizer"] == "adamw":
-            base = optax.adamw(learning_rate, weight_decay=f["weight_decay"])
+            base = optax.adamw(learning_rate, weight_decay=f["weight_decay"], mask=_decay_mask)
         else:
             base = optax.adam(learning_rate)
         parts = []
