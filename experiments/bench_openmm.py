@@ -27,6 +27,7 @@ a shared 2-core machine; ratios taken in the same run are what to read.
     python experiments/bench_openmm.py            # villin (~5-8 min on 2 cores)
     python experiments/bench_openmm.py --quick    # fewer steps
     python experiments/bench_openmm.py --scale4   # add the 4x box
+    python experiments/bench_openmm.py --scale4-only --no-reference   # 4x box, appended
 """
 from __future__ import annotations
 
@@ -198,11 +199,17 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--scale4", action="store_true", help="also the 2x2x1 tiled box (35468 atoms)")
     ap.add_argument("--no-reference", action="store_true", help="skip OpenMM's Reference platform")
+    ap.add_argument("--scale4-only", action="store_true",
+                    help="only the 4x box, appended to the villin rows of results/bench_openmm.json")
     args = ap.parse_args()
     rows = []
-    bench_system("villin", (1, 1, 1), args, rows)
-    write_results(rows, args)
-    if args.scale4:
+    if args.scale4_only:
+        old = json.loads((HERE / "results" / "bench_openmm.json").read_text())["rows"]
+        rows = [r for r in old if r["system"] == "villin"]
+    else:
+        bench_system("villin", (1, 1, 1), args, rows)
+        write_results(rows, args)
+    if args.scale4 or args.scale4_only:
         bench_system("villin x4", (2, 2, 1), args, rows)
         write_results(rows, args)
 
