@@ -805,9 +805,14 @@ def openmm_from_config(config: dict, system: System) -> Potential:
         disp = config.get("dispersion_correction")
         if disp is not None and not isinstance(disp, bool):
             raise InputError(f"openmm dispersion_correction must be true or false, got {disp!r}")
-        omm, _ = build_openmm_system(config["pdb"], config["forcefield"], nonbonded_method=method,
-                                     cutoff=float(cutoff), ewald_error_tolerance=float(tol),
-                                     switch_distance=sw, dispersion_correction=disp)
+        omm, pdbfile = build_openmm_system(config["pdb"], config["forcefield"], nonbonded_method=method,
+                                           cutoff=float(cutoff), ewald_error_tolerance=float(tol),
+                                           switch_distance=sw, dispersion_correction=disp)
+        z = [a.element.atomic_number if a.element is not None else 0 for a in pdbfile.topology.atoms()]
+        if len(z) == system.n_atoms and not np.array_equal(np.asarray(z), np.asarray(system.species)):
+            i = int(np.nonzero(np.asarray(z) != np.asarray(system.species))[0][0])
+            raise InputError(f"atom {i} is element {int(system.species[i])} in the structure but "
+                             f"{z[i]} in {config['pdb']}: the structure must list the PDB's atoms in order")
         ff = config["forcefield"]
         resolved.update(pdb=str(config["pdb"]), forcefield=[ff] if isinstance(ff, str) else list(ff),
                         nonbonded_method=method, cutoff=float(cutoff), ewald_error_tolerance=float(tol))
