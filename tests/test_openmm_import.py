@@ -298,7 +298,7 @@ def test_harmonic_improper_forms_match_openmm_on_both_sides_of_the_branch_cut(ex
 # parameters, calculator, config, dynamics
 # ---------------------------------------------------------------------------
 
-def test_imported_params_are_a_trainable_pytree_with_bond_gradient_of_harmonic_form():
+def test_imported_params_are_a_trainable_savable_pytree_with_bond_gradient_of_harmonic_form():
     """dE/dk_b = 1/2 (r_b - r0_b)^2 for every bond (eV/(eV/A^2) = A^2)."""
     system, _, pos = make_system("amber14", False, "NoCutoff")
     pot = omi.potential_from_openmm(system)
@@ -320,6 +320,11 @@ def test_imported_params_are_a_trainable_pytree_with_bond_gradient_of_harmonic_f
     r0 = np.array([c for _, _, c in bonds])
     np.testing.assert_allclose(np.asarray(g.bond_k), 0.5 * (r - r0) ** 2, rtol=1e-10, atol=1e-14)
     assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(g))
+    # savable: a msgpack round trip through flax gives the same leaves
+    from flax import serialization
+    back = serialization.from_bytes(params, serialization.to_bytes(params))
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_ase_calculator_from_openmm_matches_openmm_for_solvated_tripeptide_and_gives_stress():
