@@ -322,6 +322,16 @@ def test_padded_batch_under_vmap_matches_each_unpadded_structure(model):
     assert np.all(np.isfinite(np.asarray(f)))
 
 
+def test_coincident_atoms_give_finite_energy_and_forces(model):
+    # two real atoms on top of each other: the edge direction is undefined, so
+    # such an edge is dropped (r < 1e-6 A); nothing may become NaN
+    pot, params, ef = model
+    pos = water_dimer(seed=14)
+    pos[4] = pos[1]
+    e, f = ef(params, jnp.asarray(pos), context(pos))
+    assert np.isfinite(float(e)) and np.all(np.isfinite(np.asarray(f)))
+
+
 @pytest.mark.parametrize("kind", kinds_with_slow_nequip())
 def test_float32_params_and_positions_run_in_float32_and_agree_with_float64(kind):
     pot, params, ef = get_model(kind)
