@@ -29,16 +29,21 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 
 
-def run(kinds, sizes, minutes: float, steps: int):
+def run(kinds, sizes, minutes: float, steps: int, merge: bool = False):
     from jaxpot import io
     from jaxpot.training.fit import train
 
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "steps_per_fit": steps,
            "curves": {}}
+    old = RESULTS / "learning_curves.json"
+    if merge and old.exists():   # keep earlier rows of other kinds / sizes (same step budget only)
+        prev = json.loads(old.read_text())
+        if prev.get("steps_per_fit") == steps:
+            out["curves"] = prev["curves"]
     work = Path(tempfile.mkdtemp(prefix="jaxpot_lc_"))
     for kind in kinds:
         base = io.read_toml(ROOT / "examples" / f"fit_water_{kind}.toml")
-        rows = []
+        rows = [r for r in out["curves"].get(kind, []) if r["max_train"] not in sizes]
         for n in sizes:
             cfg = json.loads(json.dumps(base))
             cfg["data"]["max_train"] = int(n)
@@ -50,9 +55,9 @@ def run(kinds, sizes, minutes: float, steps: int):
             cfg["output"]["directory"] = str(work / f"{kind}_{n}")
             t0 = time.perf_counter()
             s = train(cfg, progress=False, log=lambda *a: None)
-            rows.append({"train_frames": s["train_structures"], "epochs": s["epochs"],
+            rows.append({"max_train": int(n), "train_frames": s["train_structures"], "epochs": s["epochs"],
                          "seconds": time.perf_counter() - t0, "validation": s["validation"], "test": s["test"]})
-            out["curves"][kind] = rows
+            out["curves"][kind] = sorted(rows, key=lambda r: r["train_frames"])
             print(f"{kind:18s} {n:4d} frames {s['epochs']:4d} epochs  val F RMSE "
                   f"{1000 * s['validation']['forces_rmse_eV_per_A']:.1f}  hot F RMSE "
                   f"{1000 * s['test']['forces_rmse_eV_per_A']:.1f} meV/A", flush=True)
@@ -85,8 +90,9 @@ def main(argv=None):
     ap.add_argument("--sizes", nargs="+", type=int, default=[50, 100, 200, 400, 800])
     ap.add_argument("--steps", type=int, default=1000, help="optimiser steps per fit")
     ap.add_argument("--minutes", type=float, default=6.0, help="wall-clock cap per fit")
+    ap.add_argument("--merge", action="store_true", help="keep earlier results of other kinds/sizes")
     args = ap.parse_args(argv)
-    run(args.kinds, args.sizes, args.minutes, args.steps)
+    run(args.kinds, args.sizes, args.minutes, args.steps, args.merge)
 
 
 if __name__ == "__main__":
