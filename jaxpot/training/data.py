@@ -277,17 +277,51 @@ def make_batch(structures: list[Labelled], cutoff: float, n_pad: int, k_pad: int
                  has_forces=jnp.asarray(has_f), has_stress=jnp.asarray(has_s))
 
 
+def pad_levels(sizes, max_shapes: int) -> list[int]:
+    """At most ``max_shapes`` padded atom counts covering ``sizes`` that
+    minimise the total number of padded atom slots (exact dynamic program
+    over the distinct sizes). Each distinct shape costs one compilation of the
+    training step, which for equivariant models on CPU can take minutes, so
+    a few shapes with some padding beat many tight ones."""
+    sizes = np.asarray(sizes, int)
+    uniq, counts = np.unique(sizes, return_counts=True)
+    m = len(uniq)
+    k = max(1, min(int(max_shapes), m))
+    inf = float("inf")
+    # cost[a][b]: structures with sizes uniq[a..b] all padded to uniq[b]
+    cum = np.concatenate([[0], np.cumsum(counts)])
+    best = [[inf] * (m + 1) for _ in range(k + 1)]
+    arg = [[-1] * (m + 1) for _ in range(k + 1)]
+    best[0][0] = 0.0
+    for levels in range(1, k + 1):
+        for b in range(1, m + 1):
+            for a in range(b):
+                if best[levels - 1][a] == inf:
+                    continue
+                c = best[levels - 1][a] + uniq[b - 1] * (cum[b] - cum[a])
+                if c < best[levels][b]:
+                    best[levels][b], arg[levels][b] = c, a
+    levels = min(range(1, k + 1), key=lambda q: best[q][m])
+    out, b = [], m
+    while b > 0:
+        out.append(int(uniq[b - 1]))
+        b = arg[levels][b]
+        levels -= 1
+    return sorted(out)
+
+
 class Batcher:
     """Padded batches of a fixed set of structures for one cutoff (A).
 
-    Structures are grouped by padded atom count (exact count with
-    ``pad=False``, for potentials built for one system); pair capacities are the
+    Structures are grouped into at most ``max_shapes`` padded atom counts
+    (:func:`pad_levels`; exact counts with ``pad=False``, for potentials
+    built for one system); pair capacities are the
     largest pair count of each group rounded up to 64, so there is one
     compiled shape per group. ``batches(epoch)`` shuffles within groups and
     the order of batches, reproducibly from ``seed`` and the epoch."""
 
     def __init__(self, structures: list[Labelled], cutoff: float, batch_size: int,
-                 dtype=np.float64, seed: int = 0, pad: bool = True):
+                 dtype=np.float64, seed: int = 0, pad: bool = True, max_shapes: int = 3):
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.structures = structures
@@ -297,9 +331,11 @@ class Batcher:
         self.seed = int(seed)
         self._pairs: dict = {}
         self.groups: dict[int, list[int]] = {}
+        levels = pad_levels([s.n_atoms for s in structures], max_shapes) if pad else None
         for k, s in enumerate(structures):
             # pad=False (potentials built for one system): exact sizes, no padding atoms
-            self.groups.setdefault(pad_size(s.n_atoms) if pad else s.n_atoms, []).append(k)
+            n_pad = levels[int(np.searchsorted(levels, s.n_atoms))] if pad else s.n_atoms
+            self.groups.setdefault(n_pad, []).append(k)
         self.k_pad = {}
         for n_pad, members in self.groups.items():
             most = 0

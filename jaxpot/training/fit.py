@@ -85,6 +85,7 @@ FIT_DEFAULTS = {
     "dtype": "float64",            # float32 | float64
     "seed": 0,
     "devices": 1,                  # data-parallel over this many devices (batch axis sharded)
+    "max_shapes": 3,               # distinct padded atom counts (one compilation each)
     "relative_parameters": "auto", # optimise p / |p_initial| (physics terms; "auto": all but ML
                                    # networks and atomic energies), so the learning rate is a
                                    # relative step whatever the units of each parameter
@@ -113,7 +114,7 @@ def resolve_train_config(config: dict) -> dict:
         raise InputError("[model] needs a 'kind' (behler_parrinello | nequip | mace | kernel | sum | ...)")
     cfg["model"] = copy.deepcopy(model)
     f = cfg["fit"]
-    for key in ("epochs", "batch_size", "patience", "eval_every", "checkpoint_every", "devices"):
+    for key in ("epochs", "batch_size", "patience", "eval_every", "checkpoint_every", "devices", "max_shapes"):
         if not isinstance(f[key], int) or f[key] < 1:
             raise InputError(f"[fit] {key} must be a positive integer, got {f[key]!r}")
     positive_number("[fit] learning_rate", f["learning_rate"], "")
@@ -439,7 +440,8 @@ def train(config: dict, *, overwrite: bool = False, restart: str | None = None, 
     use_stress = f["stress_weight"] > 0 and any(s.stress is not None for s in train_set)
     cutoff = pot.cutoff
     np_dtype = np.float32 if f["dtype"] == "float32" else np.float64
-    mk = dict(cutoff=cutoff, batch_size=f["batch_size"], dtype=np_dtype, seed=cfg["data"]["seed"], pad=pads)
+    mk = dict(cutoff=cutoff, batch_size=f["batch_size"], dtype=np_dtype, seed=cfg["data"]["seed"], pad=pads,
+              max_shapes=f["max_shapes"])
     train_b = Batcher(train_set, **mk)
     val_b = Batcher(val_set or train_set, **mk)
 
