@@ -693,13 +693,12 @@ def _progress(enabled: bool, total: int, initial: int):
 def plot_learning_curve(history: list[dict], path) -> None:
     """Training loss and validation force RMSE per epoch (PNG; needs matplotlib)."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure   # no pyplot: the caller's backend is left alone
     except ImportError:
         return
     ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    ax = fig.subplots(1, 2)
     ax[0].semilogy(ep, [h["train_loss"] for h in history])
     ax[0].set(xlabel="epoch", ylabel="training loss")
     val = [(h["epoch"], h.get("val_forces_rmse_eV_per_A")) for h in history if h.get("val_forces_rmse_eV_per_A") is not None]
@@ -710,7 +709,6 @@ def plot_learning_curve(history: list[dict], path) -> None:
     ax[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def eval_model(model_dir, data_path, *, batch_size: int = 8, energy_key=None, forces_key=None,
