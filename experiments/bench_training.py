@@ -177,7 +177,7 @@ def run_jaxpot(work: Path, paths: dict, a) -> dict:
         "data": {"train": paths["train"], "validation": paths["valid"], "test": paths["test"],
                  "seed": a.seed},
         "model": {"kind": "mace", **ARCH},
-        "fit": {"epochs": a.epochs, "max_time_minutes": 1e4, "batch_size": a.batch_size,
+        "fit": {"epochs": a.epochs, "max_time_minutes": a.jaxpot_max_minutes, "batch_size": a.batch_size,
                 "learning_rate": a.lr, "optimizer": "adam", "schedule": "constant",
                 "warmup_epochs": 0.0, "clip_norm": 10.0, "ema_decay": 0.99, "energy_weight": 1.0,
                 "forces_weight": 100.0, "dtype": "float64", "seed": a.seed, "patience": 10 ** 6,
@@ -212,6 +212,8 @@ def run_jaxpot(work: Path, paths: dict, a) -> dict:
             "best_epoch": summary.get("best_epoch"), "load": load.summary(),
             "steps_per_epoch": summary.get("steps_per_epoch"), "batch_shapes": summary.get("batch_shapes"),
             "jaxpot_summary_total_seconds": summary.get("total_seconds"),
+            **({"partial": f"stopped by its time budget after {len(rows)} epochs"}
+               if summary.get("stopped_by") == "time budget" else {}),
             "threads": "jax default (XLA CPU pool over all cores)"}
 
 
@@ -286,10 +288,17 @@ def run_mace(work: Path, paths: dict, a) -> dict:
            "--default_dtype", "float64", "--device", "cpu", "--plot", "False"]
     t0 = time.time()
     with LoadSampler() as load, open(work / "mace.log", "w") as log:
-        rc = subprocess.run(cmd, cwd=mdir, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen(cmd, cwd=mdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait(timeout=a.mace_timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:     # safety net: keep the epochs logged so far
+            proc.kill()
+            rc = proc.wait()
+            timed_out = True
     wall = time.time() - t0
     text = (work / "mace.log").read_text()
-    if rc != 0:
+    if rc != 0 and not timed_out:
         raise RuntimeError(f"mace_run_train failed (rc {rc}):\n{text[-3000:]}")
     start = None
     ends = {}
@@ -299,9 +308,9 @@ def run_mace(work: Path, paths: dict, a) -> dict:
         m = re.search(r"Epoch (\d+): head", line)
         if m and _stamp(line) is not None:
             ends[int(m.group(1))] = _stamp(line)
-    if start is None or not ends:
+    if (start is None or not ends) and not timed_out:
         raise RuntimeError("could not find epoch timestamps in mace-torch's log")
-    t = np.asarray([ends[k] - start for k in sorted(ends)])
+    t = np.asarray([ends[k] - start for k in sorted(ends)] or [float("nan")])
     # per-epoch validation errors (EMA model) from its results file
     curve = []
     res = sorted((mdir / "results").glob("*_train.txt"))
@@ -318,6 +327,24 @@ def run_mace(work: Path, paths: dict, a) -> dict:
                               "val_energy_mae_eV_per_atom": d.get("mae_e_per_atom"),
                               "val_forces_mae_eV_per_A": d.get("mae_f"),
                               "val_forces_rmse_eV_per_A": d.get("rmse_f")})
+    base = {"epoch_times_s": np.diff(np.concatenate([[0.0], t])).tolist(), "curve": curve,
+            "training_seconds": float(t[-1]), "process_seconds": wall,
+            "setup_seconds_before_training": float(start - t0), "load": load.summary(),
+            "steps_per_epoch": steps.get(0), "shims": used,
+            # mace-torch's own per-step timer (forward, backward, optimiser, EMA; no data loading)
+            "step_seconds_per_epoch": [float(np.sum(step_times[k])) for k in sorted(step_times)],
+            "step_seconds_median": float(np.median(np.concatenate([step_times[k] for k in step_times])))
+            if step_times else None, "command": " ".join(cmd[1:]),
+            "threads": f"torch {a.torch_threads} (OMP_NUM_THREADS={a.torch_threads})"}
+    if timed_out:
+        last = curve[-1] if curve else {}
+        nan = float("nan")
+        v = {"energy_mae_eV_per_atom": last.get("val_energy_mae_eV_per_atom", nan),
+             "forces_mae_eV_per_A": last.get("val_forces_mae_eV_per_A", nan),
+             "forces_rmse_eV_per_A": last.get("val_forces_rmse_eV_per_A", nan)}
+        return dict(base, validation=v, test={k: nan for k in v}, partial=(
+            f"mace_run_train stopped after {a.mace_timeout} s, {len(t)} epochs logged; validation errors of the "
+            "last logged epoch (EMA), no test errors"))
     model = mdir / "bench.model"
     if not model.exists():
         cands = sorted(mdir.rglob("*.model"))
@@ -332,11 +359,21 @@ def run_mace(work: Path, paths: dict, a) -> dict:
             both.append(f)
     write(work / "mace_eval_in.xyz", both, format="extxyz")
     ev = shutil.which("mace_eval_configs") or "mace_eval_configs"
-    r = subprocess.run([ev, "--configs", str(work / "mace_eval_in.xyz"), "--model", str(model),
-                        "--output", str(work / "mace_eval_out.xyz"), "--device", "cpu",
-                        "--default_dtype", "float64", "--batch_size", "16"],
-                       env=dict(env, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"), cwd=work,   # not timed
-                       capture_output=True, text=True)
+    try:
+        r = subprocess.run([ev, "--configs", str(work / "mace_eval_in.xyz"), "--model", str(model),
+                            "--output", str(work / "mace_eval_out.xyz"), "--device", "cpu",
+                            "--default_dtype", "float64", "--batch_size", "16"],
+                           env=dict(env, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"), cwd=work,   # not timed
+                           capture_output=True, text=True, timeout=a.eval_timeout)
+    except subprocess.TimeoutExpired:
+        last = curve[-1] if curve else {}
+        nan = float("nan")
+        v = {"energy_mae_eV_per_atom": last.get("val_energy_mae_eV_per_atom", nan),
+             "forces_mae_eV_per_A": last.get("val_forces_mae_eV_per_A", nan),
+             "forces_rmse_eV_per_A": last.get("val_forces_rmse_eV_per_A", nan)}
+        return dict(base, validation=v, test={k: nan for k in v}, partial=(
+            f"mace_eval_configs stopped after {a.eval_timeout} s; validation errors of the last epoch "
+            "(EMA) from mace-torch's log, no test errors"))
     if r.returncode != 0:
         raise RuntimeError("mace_eval_configs failed:\n" + r.stderr[-3000:])
     out = read(work / "mace_eval_out.xyz", index=":")
@@ -347,16 +384,7 @@ def run_mace(work: Path, paths: dict, a) -> dict:
                             [f.arrays["MACE_forces"] for f in fr], [f.arrays["REF_forces"] for f in fr],
                             [len(f) for f in fr])
         errs[name]["structures"] = len(fr)
-    return {"epoch_times_s": np.diff(np.concatenate([[0.0], t])).tolist(), "curve": curve,
-            "training_seconds": float(t[-1]), "process_seconds": wall,
-            "setup_seconds_before_training": float(start - t0),
-            "validation": errs["validation"], "test": errs["test"], "load": load.summary(),
-            "steps_per_epoch": steps.get(0), "shims": used,
-            # mace-torch's own per-step timer (forward, backward, optimiser, EMA; no data loading)
-            "step_seconds_per_epoch": [float(np.sum(step_times[k])) for k in sorted(step_times)],
-            "step_seconds_median": float(np.median(np.concatenate([step_times[k] for k in step_times])))
-            if step_times else None, "command": " ".join(cmd[1:]),
-            "threads": f"torch {a.torch_threads} (OMP_NUM_THREADS={a.torch_threads})"}
+    return dict(base, validation=errs["validation"], test=errs["test"])
 
 
 # --------------------------------------------------------------------------- report
@@ -440,6 +468,9 @@ def write_report(res: dict, out: Path):
     if res.get("mace-torch", {}).get("shims"):
         L.append(f"- Not installed here, so given stand-ins on mace-torch's PYTHONPATH: "
                  f"{', '.join(res['mace-torch']['shims'])} (see the script's docstring).")
+    for name in ("jaxpot", "mace-torch"):
+        if res.get(name, {}).get("partial"):
+            L.append(f"- PARTIAL ({name}): {res[name]['partial']}")
     for n in res.get("notes", []):
         L.append(f"- {n}")
     out.with_suffix(".md").write_text("\n".join(L) + "\n")
@@ -454,6 +485,12 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument("--jaxpot-max-minutes", type=float, default=1e4,
+                   help="safety net: jaxpot's own [fit] max_time_minutes")
+    p.add_argument("--mace-timeout", type=float, default=None,
+                   help="safety net: stop mace_run_train after this many seconds (partial result)")
+    p.add_argument("--eval-timeout", type=float, default=None,
+                   help="safety net: stop mace_eval_configs after this many seconds (no test errors)")
     p.add_argument("--only", choices=("both", "jaxpot", "mace-torch"), default="both")
     p.add_argument("--out", default=str(HERE / "results" / "bench_training"))
     p.add_argument("--work", default=None, help="keep the run directories here (default: a temporary one)")
@@ -480,6 +517,8 @@ def main(argv=None):
         res["jaxpot"] = run_jaxpot(work, paths, a)
         res["jaxpot"]["steady"] = steady(res["jaxpot"], a.n_train)
         print(f"jaxpot done in {time.perf_counter() - t0:.0f} s: {res['jaxpot']['steady']}", flush=True)
+        res["uptime_after"] = uptime()
+        write_report(res, Path(a.out))        # partial report, overwritten below
     if a.only in ("both", "mace-torch"):
         t0 = time.perf_counter()
         res["mace-torch"] = run_mace(work, paths, a)
