@@ -182,6 +182,7 @@ def test_unknown_training_keys_and_missing_files_are_one_line_errors(tmp_path):
                "output": {"directory": str(tmp_path / "o")}}, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="forced host devices")
 def test_data_parallel_training_over_four_devices_equals_one_device(ar_file, tmp_path):
     """The batch axis sharded over 4 forced host devices: same parameters to rounding."""
