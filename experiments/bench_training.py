@@ -395,7 +395,7 @@ def steady(r: dict, n_train: int) -> dict:
     per = float(np.mean(rest))
     return {"first_epoch_s": float(t[0]), "s_per_epoch": per,
             "s_per_epoch_median": float(np.median(rest)),
-            "structures_per_s": n_train / per, "epochs": len(t)}
+            "structures_per_s": n_train / per, "epochs": len(t), "first_epoch_only": len(t) < 2}
 
 
 def at_budget(curve: list[dict], budget: float) -> dict | None:
@@ -430,7 +430,8 @@ def write_report(res: dict, out: Path):
         ld = r["load"]
         prep = r["process_seconds"] - r["training_seconds"]
         L.append(f"| {name} | {r['threads']} | {ld['min']:.1f}/{ld['mean']:.1f}/{ld['max']:.1f} | "
-                 f"{r.get('steps_per_epoch') or ''} | {s['first_epoch_s']:.1f} | {s['s_per_epoch']:.2f} | "
+                 f"{r.get('steps_per_epoch') or ''} | {s['first_epoch_s']:.1f} | {s['s_per_epoch']:.2f}"
+                 f"{' (1st epoch only)' if s.get('first_epoch_only') else ''} | "
                  f"{s['structures_per_s']:.1f} | {prep:.1f} | "
                  f"{meV(r['validation']['energy_mae_eV_per_atom'])} | {meV(r['validation']['forces_mae_eV_per_A'])} | "
                  f"{meV(r['validation']['forces_rmse_eV_per_A'])} | {meV(r['test']['energy_mae_eV_per_atom'])} | "
@@ -438,7 +439,9 @@ def write_report(res: dict, out: Path):
     L.append("")
     if "ratio" in res:
         q = res["ratio"]
-        L.append(f"Throughput ratio jaxpot / mace-torch (steady-state s/epoch): **{q['steady']:.2f} x**; "
+        only1 = any(res[n]["steady"].get("first_epoch_only") for n in ("jaxpot", "mace-torch"))
+        L.append(f"Throughput ratio jaxpot / mace-torch (steady-state s/epoch"
+                 f"{'; a code with one epoch only: its first epoch' if only1 else ''}): **{q['steady']:.2f} x**; "
                  f"including the first epoch (total training wall time): {q['total_training']:.2f} x. "
                  f"Issue target: >= 2 x and at least as accurate.")
         L.append("")
@@ -476,6 +479,17 @@ def write_report(res: dict, out: Path):
     out.with_suffix(".md").write_text("\n".join(L) + "\n")
 
 
+def rewrite(json_path, out, notes=()):
+    """Rewrite the markdown report from a results JSON (``--rewrite``), adding notes."""
+    res = json.loads(Path(json_path).read_text())
+    n_train = res["config"]["n_train"]
+    for name in ("jaxpot", "mace-torch"):
+        if name in res:
+            res[name]["steady"] = steady(res[name], n_train)
+    res["notes"] = list(res.get("notes", [])) + [n for n in notes if n not in res.get("notes", [])]
+    write_report(res, Path(out))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n-train", type=int, default=400)
@@ -495,7 +509,10 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results" / "bench_training"))
     p.add_argument("--work", default=None, help="keep the run directories here (default: a temporary one)")
     p.add_argument("--note", action="append", default=[], help="a note for the report (repeatable)")
+    p.add_argument("--rewrite", metavar="JSON", help="only rewrite the report from this results JSON")
     a = p.parse_args(argv)
+    if a.rewrite:
+        return rewrite(a.rewrite, a.out, a.note)
 
     tmp = None
     if a.work:
