@@ -179,6 +179,7 @@ def test_vacuum_tripeptide_charmm36_energy_forces_and_each_force_match_openmm_re
                             "CustomTorsionForce", "CMAPTorsionForce", "CustomNonbondedForce", "CustomBondForce"}
 
 
+@pytest.mark.slow   # CI budget; run with -m slow
 def test_solvated_tripeptide_charmm36_pme_matches_openmm_reference_total_and_per_force():
     """Separately: the three nonbonded forces (PME Coulomb with exclusions and
     1-4 exceptions, the periodic NBFIX table, the 1-4 LJ bonds); the bonded
@@ -438,6 +439,7 @@ def test_imported_tripeptide_conserves_energy_in_nve(tmp_path):
     assert abs(cons[-1] - cons[0]) < 0.02 * np.std(pe)
 
 
+@pytest.mark.slow   # CI budget; run with -m slow
 def test_jaxpot_md_runs_nvt_and_pimd_with_openmm_potential_kind(tmp_path):
     import json
 

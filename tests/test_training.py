@@ -251,6 +251,7 @@ def _small_water_file(tmp_path, n_frames=24, max_molecules=3):
     return path
 
 
+@pytest.mark.slow
 def test_delta_learning_fits_baseline_and_network_together_and_a_frozen_baseline_stays_put(tmp_path):
     """Gaussian-charge baseline + tiny MACE on shipped GFN2-xTB frames: in one
     optimisation both parameter sets move; with ``trainable = false`` the
