@@ -12,22 +12,28 @@ from pathlib import Path
 from .system import InputError
 
 
-def _md(args) -> int:
+def _run_verb(args, fn, verb: str, restart_what: str, default_dir: str):
+    """Shared by ``md`` and ``train``: a fresh run from CONFIG.toml (with
+    --directory / --overwrite) or a continuation with --restart DIR.
+    Returns (summary, output directory)."""
     from . import io
-    from .simulate import run_md
 
     if args.restart:
-        summary = run_md({}, restart=args.restart, progress=not args.no_progress)
-        out_dir = args.restart
-    else:
-        if args.config is None:
-            raise InputError("jaxpot md needs CONFIG.toml (or --restart RUN_DIR)")
-        config = io.read_toml(args.config)
-        if args.directory:
-            config.setdefault("output", {})["directory"] = args.directory
-        summary = run_md(config, overwrite=args.overwrite, progress=not args.no_progress,
-                         base_dir=Path(args.config).resolve().parent)
-        out_dir = config.get("output", {}).get("directory", "runs/md")
+        return fn({}, restart=args.restart, progress=not args.no_progress), args.restart
+    if args.config is None:
+        raise InputError(f"jaxpot {verb} needs CONFIG.toml (or --restart {restart_what})")
+    config = io.read_toml(args.config)
+    if args.directory:
+        config.setdefault("output", {})["directory"] = args.directory
+    summary = fn(config, overwrite=args.overwrite, progress=not args.no_progress,
+                 base_dir=Path(args.config).resolve().parent)
+    return summary, config.get("output", {}).get("directory", default_dir)
+
+
+def _md(args) -> int:
+    from .simulate import run_md
+
+    summary, out_dir = _run_verb(args, run_md, "md", "RUN_DIR", "runs/md")
     _print_summary(summary, out_dir)
     return 0
 
@@ -57,21 +63,9 @@ def _demo(args) -> int:
 
 
 def _train(args) -> int:
-    from . import io
     from .training.fit import train
 
-    if args.restart:
-        summary = train({}, restart=args.restart, progress=not args.no_progress)
-        out_dir = args.restart
-    else:
-        if args.config is None:
-            raise InputError("jaxpot train needs CONFIG.toml (or --restart MODEL_DIR)")
-        config = io.read_toml(args.config)
-        if args.directory:
-            config.setdefault("output", {})["directory"] = args.directory
-        summary = train(config, overwrite=args.overwrite, progress=not args.no_progress,
-                        base_dir=Path(args.config).resolve().parent)
-        out_dir = config.get("output", {}).get("directory", "runs/fit")
+    summary, out_dir = _run_verb(args, train, "train", "MODEL_DIR", "runs/fit")
     print(f"model directory: {out_dir}")
     if "epochs" in summary and summary.get("stopped_by"):
         print(f"  {summary['epochs']} epochs ({summary['stopped_by']}), best epoch {summary['best_epoch']}, "
