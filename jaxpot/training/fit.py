@@ -202,13 +202,9 @@ def cast(tree, dtype):
 
 
 def _system_for(structure: Labelled):
-    from ase import Atoms
-
     from ..system import from_ase
 
-    atoms = Atoms(numbers=structure.numbers, positions=structure.positions, cell=structure.cell,
-                  pbc=structure.pbc)
-    return from_ase(atoms)
+    return from_ase(_atoms(structure))
 
 
 def _pads(pot_config: dict) -> bool:
@@ -363,7 +359,7 @@ def _mesh(n: int):
     return NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
 
 
-def _kernel_train(cfg, train, val, test, out_dir, progress):
+def _kernel_train(cfg, train):
     from ..potentials import kernels
 
     model = dict(cfg["model"])
@@ -419,7 +415,7 @@ def train(config: dict, *, overwrite: bool = False, restart: str | None = None, 
 
     if cfg["model"]["kind"] == "kernel":
         io.write_toml(out_dir / "train_config.toml", cfg)
-        pcfg, params, seconds = _kernel_train(cfg, train_set, val_set, test_set, out_dir, progress)
+        pcfg, params, seconds = _kernel_train(cfg, train_set)
         pot = build_potential(pcfg, None)
         save_model(out_dir, pcfg, params, {"cutoff": pot.cutoff, "species": dataset_species(train_set)})
         return _finish(cfg, out_dir, pot, params, train_set, val_set, test_set, history=[],
