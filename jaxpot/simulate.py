@@ -56,6 +56,7 @@ MD_DEFAULTS = {
     "min_distance": 0.5,           # A, sanity check on the starting structure
     "centroid_thermostat": True,   # PIMD: False gives TRPMD with PILE-L internal modes
     "devices": 0,                  # PIMD: shard beads over this many devices (0 = all that divide P)
+    "bead_batch": 0,               # PIMD: beads vmapped together per force call (0 = auto: 1 on CPU, all on GPU)
 }
 OUTPUT_DEFAULTS = {"directory": "runs/md", "every": 10, "all_beads": False}
 THERMOSTATS = {"nve": ("none",), "nvt": ("langevin", "nose_hoover_chain", "csvr"),
@@ -103,6 +104,8 @@ def resolve_config(config: dict) -> dict:
         md["equilibration_steps"] = int(md["steps"]) // 10
     if not 0 <= int(md["equilibration_steps"]) < int(md["steps"]):
         raise InputError("[md] equilibration_steps must be >= 0 and below steps")
+    from .mapping import check_batch
+    check_batch("[md] bead_batch", md["bead_batch"])
     if md["dtype"] not in ("float32", "float64"):
         raise InputError(f"[md] dtype must be 'float32' or 'float64', got {md['dtype']!r}")
     out = config.get("output", {})
@@ -207,17 +210,18 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
 
     kT = units.KB * float(md["temperature"])
     energy_fn = bind(pot, params, context)
-    init_fn, step_fn = pm.pimd(energy_fn, float(md["timestep"]), kT, int(md["beads"]),
+    n_beads = int(md["beads"])
+    mesh = _bead_mesh(n_beads, int(md["devices"]))
+    init_fn, step_fn = pm.pimd(energy_fn, float(md["timestep"]), kT, n_beads,
                                thermostat=md["thermostat"], tau=float(md["tau"]),
                                pile_lambda=float(md["pile_lambda"]), splitting=md["splitting"],
                                propagator=md["propagator"],
-                               centroid_thermostat=bool(md["centroid_thermostat"]))
+                               centroid_thermostat=bool(md["centroid_thermostat"]),
+                               bead_batch=int(md.get("bead_batch", 0)),
+                               bead_groups=1 if mesh is None else mesh.shape["beads"])
     elements, avg = _element_groups(system)
     avg = jnp.asarray(avg)
-    n_beads = int(md["beads"])
     n_dof = 3 * system.n_atoms
-
-    mesh = _bead_mesh(n_beads, int(md["devices"]))
 
     def shard(state):
         # one SPMD program: beads split over devices, XLA inserts the

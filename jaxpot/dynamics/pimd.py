@@ -10,8 +10,9 @@ sampled at P times the physical temperature, beta_P = beta / P, with
     H_P = sum_j [ sum_i p_ij^2 / (2 m_i) + V(q_j) ]
           + sum_i sum_j (1/2) m_i w_P^2 |q_ij - q_i,j+1|^2,   w_P = P kT / hbar.
 
-The physical potential V is ``vmap``ped over the bead axis (state arrays have
-shape (P, N, 3)); the spring term is quadratic and diagonal in the ring-polymer
+The physical potential V is mapped over the bead axis (state arrays have
+shape (P, N, 3); ``vmap`` on accelerators, bead by bead on CPU, see
+:func:`bead_energy_and_forces`); the spring term is quadratic and diagonal in the ring-polymer
 normal modes (frequencies w_k = 2 w_P sin(k pi / P)), so it is propagated
 exactly (or with the Cayley approximation, Korol, Bou-Rabee & Miller,
 JCP 151, 124103 (2019); JCP 152, 104102 (2020)) and never as a force.
@@ -41,8 +42,8 @@ estimator biases of -6.1% (OBABO), -1.4% (BAOAB, exact drift) and 0
 
 Design notes:
   - The force evaluation is one function ``force_fn(positions (P,N,3), **kw)
-    -> (energies (P,), forces (P,N,3))``, built by ``vmap`` from a one-bead
-    energy function by default; ring-polymer contraction and multiple time
+    -> (energies (P,), forces (P,N,3))``, built by mapping a one-bead
+    energy function over the beads by default; ring-polymer contraction and multiple time
     stepping replace it without touching the integrator.
   - Keyword arguments of ``init_fn``/``step_fn`` (e.g. ``neighbors=nbr``)
     pass through to the energy function and are shared by all beads; build
@@ -266,15 +267,25 @@ def free_ring_polymer_step(positions, momenta, masses, kT, dt, *, propagator: st
 # Forces
 # --------------------------------------------------------------------------
 
-def bead_energy_and_forces(energy_fn: Callable) -> Callable:
+def bead_energy_and_forces(energy_fn: Callable, *, bead_batch: int = 0, groups: int = 1) -> Callable:
     """From a one-bead ``energy_fn(positions (N,3) A, **kw) -> eV`` build
-    ``force_fn(positions (P,N,3), **kw) -> (energies (P,) eV, forces (P,N,3) eV/A)``
-    by ``vmap`` over the bead axis; keyword arguments (neighbor lists, ...)
-    are shared by all beads. Forces are -grad, by autodiff."""
+    ``force_fn(positions (P,N,3), **kw) -> (energies (P,) eV, forces (P,N,3) eV/A)``;
+    keyword arguments (neighbor lists, ...) are shared by all beads. Forces
+    are -grad, by autodiff.
+
+    ``bead_batch``: beads vmapped together in each step of a sequential map
+    over the bead axis (0: one at a time on CPU, all at once elsewhere);
+    ``groups``: equal bead groups vmapped side by side (one per device when
+    beads are sharded). See :func:`jaxpot.mapping.map_leading` for why."""
+    from ..mapping import check_batch, map_leading
+
     vg = jax.value_and_grad(energy_fn)
+    bead_batch = check_batch("bead_batch", bead_batch)
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise InputError(f"groups must be an integer >= 1, got {groups!r}")
 
     def force_fn(positions, **kwargs):
-        e, g = jax.vmap(lambda x: vg(x, **kwargs))(positions)
+        e, g = map_leading(lambda x: vg(x, **kwargs), positions, batch=bead_batch, groups=groups)
         return e, -g
 
     return force_fn
@@ -356,10 +367,11 @@ def pimd(energy_fn: Optional[Callable], dt: float, kT: float, n_beads: int, *,
          thermostat: str = "pile_l", tau: float = 100.0, pile_lambda: float = 0.5,
          splitting: str = "baoab", propagator: str = "exact", centroid_thermostat: bool = True,
          remove_com: bool = False, force_fn: Optional[Callable] = None,
-         nm_method: str = "auto", sample_internal_modes: bool = False):
+         nm_method: str = "auto", sample_internal_modes: bool = False,
+         bead_batch: int = 0, bead_groups: int = 1):
     """Ring-polymer MD (JAX MD style): returns ``(init_fn, step_fn)``.
 
-    energy_fn: ``(positions (N,3) A, **kw) -> eV`` for one bead (vmapped
+    energy_fn: ``(positions (N,3) A, **kw) -> eV`` for one bead (mapped
         over beads); may be None if ``force_fn`` is given.
     dt: time step, fs. kT: physical temperature, eV (beads run at P kT).
     n_beads: P >= 1 (P = 1 is classical Langevin/NVE MD).
@@ -377,9 +389,11 @@ def pimd(energy_fn: Optional[Callable], dt: float, kT: float, n_beads: int, *,
     remove_com: zero the total momentum at init and after each thermostat
         step (the heat this removes is booked in ``heat``).
     force_fn: ``(positions (P,N,3), **kw) -> (energies (P,) eV, forces
-        (P,N,3) eV/A)`` to replace the default vmapped autodiff forces
+        (P,N,3) eV/A)`` to replace the default mapped autodiff forces
         (ring-polymer contraction, multiple time stepping).
     nm_method: "auto" | "matrix" | "fft" normal-mode transform.
+    bead_batch, bead_groups: how the default force function maps the bead
+        axis (see :func:`bead_energy_and_forces`; 0 = automatic by backend).
     sample_internal_modes: when ``init_fn`` gets (N,3) positions, draw the
         internal normal modes from the free ring polymer's Boltzmann
         distribution at P kT (variance P kT / (m w_k^2 MVV2E)) instead of
@@ -405,7 +419,7 @@ def pimd(energy_fn: Optional[Callable], dt: float, kT: float, n_beads: int, *,
     if force_fn is None:
         if energy_fn is None or not callable(energy_fn):
             raise InputError("pimd needs an energy function energy_fn(positions, **kwargs) -> eV")
-        force_fn = bead_energy_and_forces(energy_fn)
+        force_fn = bead_energy_and_forces(energy_fn, bead_batch=bead_batch, groups=bead_groups)
 
     h_o = dt if splitting == "baoab" else 0.5 * dt   # duration of one O step
     a_fraction = 0.5 if splitting == "baoab" else 1.0

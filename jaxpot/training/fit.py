@@ -86,6 +86,8 @@ FIT_DEFAULTS = {
     "seed": 0,
     "devices": 1,                  # data-parallel over this many devices (batch axis sharded)
     "max_shapes": 3,               # distinct padded atom counts (one compilation each)
+    "structure_batch": 0,          # structures vmapped together inside a step (0 = auto:
+                                   # one at a time on CPU, the whole batch on GPU)
     "relative_parameters": "auto", # optimise p / |p_initial| (physics terms; "auto": all but ML
                                    # networks and atomic energies), so the learning rate is a
                                    # relative step whatever the units of each parameter
@@ -128,6 +130,8 @@ def resolve_train_config(config: dict) -> dict:
     for key in ("energy_weight", "forces_weight", "stress_weight"):
         if f[key] < 0:
             raise InputError(f"[fit] {key} must be >= 0")
+    from ..mapping import check_batch
+    check_batch("[fit] structure_batch", f["structure_batch"])
     if f["batch_size"] % f["devices"]:
         raise InputError(f"[fit] batch_size {f['batch_size']} must be a multiple of devices {f['devices']}")
     return cfg
@@ -219,13 +223,19 @@ def _rho(x, loss: str, delta: float):
     return x * x
 
 
-def make_predict(pot, use_stress: bool):
-    """``(params, batch) -> (E (B,), F (B, Np, 3), stress (B, 3, 3) or None)``."""
+def make_predict(pot, use_stress: bool, structure_batch: int = 0, groups: int = 1):
+    """``(params, batch) -> (E (B,), F (B, Np, 3), stress (B, 3, 3) or None)``.
+
+    The structures of a batch are mapped with :func:`jaxpot.mapping.map_leading`
+    (``structure_batch`` vmapped together per sequential step, 0 = by
+    backend; ``groups`` = devices the batch axis is sharded over)."""
+    from ..mapping import map_leading
+
     fn = energy_forces_stress(pot) if use_stress else energy_and_forces(pot)
-    vf = jax.vmap(fn, in_axes=(None, 0, 0))
 
     def predict(params, batch):
-        out = vf(params, batch.positions, batch.context)
+        out = map_leading(lambda x, c: fn(params, x, c), batch.positions, batch.context,
+                          batch=structure_batch, groups=groups)
         return out[0], out[1], (out[2] if use_stress else None)
 
     return predict
@@ -454,7 +464,7 @@ def train(config: dict, *, overwrite: bool = False, restart: str | None = None, 
         mask = tuple(jax.tree_util.tree_map(lambda _: t, p) for t, p in zip(trainable, params))
     tx = make_optimizer(f, mask)
     scale = parameter_scales(pcfg, params, f["relative_parameters"])
-    predict = make_predict(pot, use_stress)
+    predict = make_predict(pot, use_stress, f.get("structure_batch", 0), f["devices"])
     loss_fn = make_loss(predict, f["loss"], f["huber_delta"])
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     decay = f["ema_decay"]
