@@ -24,19 +24,23 @@ def check_batch(name: str, value) -> int:
     return int(value)
 
 
-def auto_batch(batch: int, size: int) -> int:
-    """Items vmapped together: ``batch`` if set, else 1 on CPU and ``size`` elsewhere."""
+def auto_batch(batch: int, size: int, gathers: bool = True) -> int:
+    """Items vmapped together: ``batch`` if set, else 1 on CPU for
+    gather-heavy work (``gathers``: neighbor-list models) and ``size``
+    otherwise (cheap per-item work, e.g. 648 harmonic tethers over 32 beads,
+    runs 2x faster vmapped than mapped)."""
     if batch:
         return int(batch)
-    return 1 if jax.default_backend() == "cpu" else int(size)
+    return 1 if (gathers and jax.default_backend() == "cpu") else int(size)
 
 
-def map_leading(fn: Callable, *args, batch: int = 0, groups: int = 1):
+def map_leading(fn: Callable, *args, batch: int = 0, groups: int = 1, gathers: bool = True):
     """``fn`` applied to each slice along the leading axis of every leaf of
     ``args``, results stacked along a new leading axis (like ``vmap(fn)``).
 
     ``batch``: items evaluated together by ``vmap`` inside each step of a
-    sequential ``lax.map`` (0: :func:`auto_batch`). ``groups``: the axis is
+    sequential ``lax.map`` (0: :func:`auto_batch`, told by ``gathers``
+    whether ``fn`` is gather-heavy). ``groups``: the axis is
     split into this many equal groups that are ``vmap``ped, one per device
     when the axis is sharded, so that each device maps over its own items."""
     leaves = jax.tree_util.tree_leaves(args)
@@ -46,7 +50,7 @@ def map_leading(fn: Callable, *args, batch: int = 0, groups: int = 1):
     if size % groups:
         raise InputError(f"a batch axis of {size} does not split into {groups} equal groups")
     per = size // groups
-    b = auto_batch(batch, per)
+    b = auto_batch(batch, per, gathers)
     if b >= per:
         return jax.vmap(fn)(*args)
     if groups == 1:

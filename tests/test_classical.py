@@ -703,3 +703,27 @@ def test_bad_topology_and_params_raise_input_error():
         cl.classical_potential(top, p, cutoff=5.0, coulomb=None, dispersion_correction=True)
     with pytest.raises(InputError, match="switch"):
         cl.classical_potential(top, p, cutoff=5.0, coulomb=None, switch_distance=6.0)
+
+
+def test_exclusion_bitmask_lookup_matches_pair_set_in_either_order():
+    from jaxpot.potentials.classical import exclusion_bitmask, excluded_pairs_lookup
+
+    rng = np.random.default_rng(0)
+    n = 300
+    ex = set()
+    while len(ex) < 800:
+        a, d = int(rng.integers(0, n)), int(rng.integers(1, 70))
+        if a + d < n:
+            ex.add((a, a + d) if rng.random() < 0.5 else (a + d, a))
+    ex = np.array(sorted(ex))
+    masks, dmax = exclusion_bitmask(n, ex)
+    assert masks.dtype == np.uint32 and masks.shape == (n, -(-dmax // 32))
+    i = np.concatenate([rng.integers(0, n, 20000), ex[:, 0], ex[:, 1], np.arange(n)])
+    j = np.concatenate([rng.integers(0, n, 20000), ex[:, 1], ex[:, 0], np.arange(n)])
+    got = np.asarray(excluded_pairs_lookup((jnp.asarray(masks), dmax), jnp.asarray(i), jnp.asarray(j)))
+    pair_set = {(min(a, b), max(a, b)) for a, b in ex.tolist()}
+    ref = np.array([(min(a, b), max(a, b)) in pair_set for a, b in zip(i.tolist(), j.tolist())])
+    np.testing.assert_array_equal(got, ref)
+    # pairs far apart in index fall back to the table lookup; none -> None
+    assert exclusion_bitmask(n, np.array([[0, 299]])) is None
+    assert exclusion_bitmask(n, np.zeros((0, 2), int)) is None

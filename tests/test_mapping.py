@@ -36,6 +36,7 @@ def test_auto_batch_follows_backend():
     expect = 1 if jax.default_backend() == "cpu" else 8
     assert auto_batch(0, 8) == expect
     assert auto_batch(3, 8) == 3
+    assert auto_batch(0, 8, gathers=False) == 8
 
 
 def test_map_leading_rejects_uneven_groups_and_bad_batch():

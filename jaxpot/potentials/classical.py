@@ -634,6 +634,47 @@ def _exclusion_table(topology: Topology) -> np.ndarray:
     return table
 
 
+# Exclusions of bonded neighbours almost always join atoms a few indices
+# apart (a residue is tens of atoms), so each atom's excluded partners at
+# index offsets 1..D are a bit mask of D bits: one gather per listed pair
+# instead of a row of the (N, max_excl) table (which dominated the pair loop
+# of a solvated protein: ~30 int32 per pair).
+_EXCLUSION_BITS_MAX = 256
+
+
+def exclusion_bitmask(n_atoms: int, excluded) -> tuple[np.ndarray, int] | None:
+    """(masks (N, W) uint32, D) with bit (d - 1) of atom a's mask set when
+    the pair (a, a + d) is excluded (d = 1..D, W = ceil(D / 32)); None when
+    some excluded pair is more than ``_EXCLUSION_BITS_MAX`` indices apart
+    (then the table lookup is used) or there is no exclusion."""
+    excluded = np.asarray(excluded, np.int64).reshape(-1, 2)
+    if len(excluded) == 0:
+        return None
+    lo, hi = excluded.min(axis=1), excluded.max(axis=1)
+    d = hi - lo
+    if np.any(d <= 0):
+        raise InputError("an exclusion pairs an atom with itself")
+    dmax = int(d.max())
+    if dmax > _EXCLUSION_BITS_MAX:
+        return None
+    words = -(-dmax // 32)
+    masks = np.zeros((n_atoms, words), np.uint32)
+    b = d - 1
+    np.bitwise_or.at(masks, (lo, b // 32), (np.uint32(1) << (b % 32).astype(np.uint32)).astype(np.uint32))
+    return masks, dmax
+
+
+def excluded_pairs_lookup(bitmask, i, j):
+    """True where (i, j) is excluded, for the masks of :func:`exclusion_bitmask`."""
+    masks, dmax = bitmask
+    lo, hi = jnp.minimum(i, j), jnp.maximum(i, j)
+    d = hi - lo
+    b = jnp.clip(d - 1, 0, dmax - 1)
+    word = masks[lo, b // 32]
+    bit = jnp.right_shift(word, (b % 32).astype(jnp.uint32)) & jnp.uint32(1)
+    return (d >= 1) & (d <= dmax) & (bit == 1)
+
+
 def _lj_tables(topology: Topology, p: ForceFieldParams):
     """(T, T) sigma (A) and epsilon (eV) tables: combination rule, with the
     NBFIX entries replacing it where the topology's mask says so."""
@@ -737,6 +778,9 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
 
     n = topology.n_atoms
     excl_table = jnp.asarray(_exclusion_table(topology))
+    excl_bits = exclusion_bitmask(n, np.concatenate([topology.exclusions, topology.pairs14]))
+    if excl_bits is not None:
+        excl_bits = (jnp.asarray(excl_bits[0]), excl_bits[1])
     excl_all = np.concatenate([topology.exclusions, topology.pairs14]).astype(np.int32)
     types = jnp.asarray(topology.atom_types)
     type_counts = np.bincount(topology.atom_types, minlength=topology.n_types)
@@ -766,7 +810,10 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
             dr = positions[tri_j] - positions[tri_i]
             return tri_i, tri_j, dr, tri_keep
         i, j, dr, mask = pairs(positions, context)
-        listed = jnp.any(excl_table[i] == j[:, None], axis=1)
+        if excl_bits is not None:
+            listed = excluded_pairs_lookup(excl_bits, i, j)
+        else:
+            listed = jnp.any(excl_table[i] == j[:, None], axis=1)
         if periodic:
             f = dr @ inv
             at_min_image = jnp.all(jnp.abs(f) < 0.5, axis=-1)
