@@ -59,9 +59,15 @@ LITERATURE = [
 
 
 def run_config(name, structure, md, every, dtype):
+    potential = {"kind": "qtip4pf"}
+    if md.get("contraction"):
+        # ring-polymer contraction: bonds and angle on every bead, the
+        # intermolecular part (LJ + Ewald) on the contracted beads
+        potential = {"kind": "sum", "terms": [{"kind": "qtip4pf", "part": "intramolecular"},
+                                              {"kind": "qtip4pf", "part": "intermolecular"}]}
     return {
         "system": {"file": str(structure)},
-        "potential": {"kind": "qtip4pf"},
+        "potential": potential,
         "md": {"temperature": TEMPERATURE, "tau": 100.0, "dtype": dtype, **md},
         "output": {"directory": str(RUNS / name), "every": every},
     }
@@ -79,6 +85,10 @@ def main():
     ap.add_argument("--classical-steps", type=int, default=8000)
     ap.add_argument("--timestep", type=float, default=0.25)
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--contraction", type=int, nargs="*", default=[],
+                    help="also run the largest bead number with the intermolecular part contracted to "
+                         "these bead numbers (ring-polymer contraction), same steps")
+    ap.add_argument("--skip-existing", action="store_true", help="do not rerun runs that have a summary.json")
     args = ap.parse_args()
 
     global RUNS
@@ -99,6 +109,11 @@ def main():
         plan.append((f"pimd_P{P}", {"ensemble": "pimd", "thermostat": "pile_l", "beads": P,
                                     "timestep": args.timestep, "steps": n, "equilibration_steps": neq,
                                     "block_steps": 500, "seed": 2}))
+    P, n, neq = args.beads[-1], args.steps[-1], args.equilibration[-1]
+    for pc in args.contraction:
+        plan.append((f"pimd_P{P}_rpc{pc}", {"ensemble": "pimd", "thermostat": "pile_l", "beads": P,
+                                            "timestep": args.timestep, "steps": n, "equilibration_steps": neq,
+                                            "block_steps": 500, "seed": 2, "contraction": [0, pc]}))
 
     if not args.report:
         from ase.io import write
@@ -109,6 +124,8 @@ def main():
         if not structure.exists():
             write(structure, water_box(args.molecules, density=0.997, seed=0), format="extxyz")
         for name, md in plan:
+            if args.skip_existing and (RUNS / name / "summary.json").exists():
+                continue
             cfg = run_config(name, structure, md, every, args.dtype)
             t0 = time.perf_counter()
             print(f"== {name}: {md} ==", flush=True)
@@ -139,6 +156,7 @@ def report(plan, args, structure):
             "potential_per_molecule_eV": {"mean": s["potential_energy_eV"]["mean"] / (s["atoms"] // 3),
                                           "sem": s["potential_energy_eV"]["sem"] / (s["atoms"] // 3)},
             "steps_per_second": s["steps_per_second"], "compile_seconds": s["compile_seconds"],
+            "contraction": md.get("contraction"),
         })
     if not rows:
         return
@@ -149,7 +167,8 @@ def report(plan, args, structure):
             " --quick" if args.quick else
             f" --molecules {args.molecules} --beads {' '.join(map(str, args.beads))}"
             f" --steps {' '.join(map(str, args.steps))} --equilibration {' '.join(map(str, args.equilibration))}"
-            f" --classical-steps {args.classical_steps} --timestep {args.timestep} --dtype {args.dtype}"),
+            f" --classical-steps {args.classical_steps} --timestep {args.timestep} --dtype {args.dtype}"
+            + (f" --contraction {' '.join(map(str, args.contraction))}" if args.contraction else "")),
         "molecules": args.molecules, "temperature_K": TEMPERATURE, "timestep_fs": args.timestep,
         "dtype": args.dtype, "thermostat": "PILE-L (tau_centroid 100 fs, lambda 0.5), BAOAB; classical: Langevin tau 100 fs",
         "classical_3_2_kT_meV": KT_CLASSICAL_MEV,
@@ -184,7 +203,22 @@ def markdown(meta, rows) -> str:
             f"| {r['run']} | {r['beads']} | {r['production_ps']:.2f} | {_pm(r['temperature_K'])} | "
             f"{_pm(r['K_H_meV'])} | {_pm(r['K_O_meV'])} | {_pm(r['K_primitive_per_atom_meV'])} | "
             f"{_pm(r['potential_per_molecule_eV'], '{:.4f}')} | {r['steps_per_second']:.2f} | {r['compile_seconds']:.1f} |")
-    pimd_rows = sorted((r for r in rows if r["beads"] > 1), key=lambda r: r["beads"])
+    pimd_rows = sorted((r for r in rows if r["beads"] > 1 and not r.get("contraction")), key=lambda r: r["beads"])
+    for r in rows:
+        if not r.get("contraction"):
+            continue
+        full = next((q for q in pimd_rows if q["beads"] == r["beads"]), None)
+        if full is None:
+            continue
+        parts = []
+        for key, label, unit, scale in (("K_H_meV", "K_H", "meV", 1.0), ("K_O_meV", "K_O", "meV", 1.0),
+                                        ("potential_per_molecule_eV", "U per molecule", "meV", 1000.0)):
+            d = scale * (r[key]["mean"] - full[key]["mean"])
+            e = scale * np.hypot(r[key]["sem"], full[key]["sem"])
+            parts.append(f"{label} {d:+.1f} +/- {e:.1f} {unit} ({abs(d) / e:.1f} sigma)")
+        lines.append(f"\n{r['run']} (intermolecular part on {r['contraction'][1]} of {r['beads']} beads) minus the "
+                     f"uncontracted P = {r['beads']} run: " + "; ".join(parts) + f"; speed "
+                     f"{r['steps_per_second'] / full['steps_per_second']:.1f}x.")
     if len(pimd_rows) >= 2:
         # Richardson step assuming K(P) = K_inf - a / P^2 (the leading error of the
         # P-bead Trotter factorisation); a rough guide only, errors of the two runs combined

@@ -57,6 +57,7 @@ MD_DEFAULTS = {
     "centroid_thermostat": True,   # PIMD: False gives TRPMD with PILE-L internal modes
     "devices": 0,                  # PIMD: shard beads over this many devices (0 = all that divide P)
     "bead_batch": 0,               # PIMD: beads vmapped together per force call (0 = auto: 1 on CPU, all on GPU)
+    "contraction": None,           # PIMD, sum potentials: beads per term (0 = all), ring-polymer contraction
 }
 OUTPUT_DEFAULTS = {"directory": "runs/md", "every": 10, "all_beads": False}
 THERMOSTATS = {"nve": ("none",), "nvt": ("langevin", "nose_hoover_chain", "csvr"),
@@ -106,6 +107,14 @@ def resolve_config(config: dict) -> dict:
         raise InputError("[md] equilibration_steps must be >= 0 and below steps")
     from .mapping import check_batch
     check_batch("[md] bead_batch", md["bead_batch"])
+    rpc = md["contraction"]
+    if rpc is not None:
+        if md["ensemble"] != "pimd":
+            raise InputError("[md] contraction needs ensemble = 'pimd'")
+        if not isinstance(rpc, list) or not rpc or any(
+                isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= int(md["beads"]) for n in rpc):
+            raise InputError(f"[md] contraction must be a list of bead numbers, one per term of the sum "
+                             f"potential, each between 1 and beads = {md['beads']} (0 = all beads); got {rpc!r}")
     if md["dtype"] not in ("float32", "float64"):
         raise InputError(f"[md] dtype must be 'float32' or 'float64', got {md['dtype']!r}")
     out = config.get("output", {})
@@ -212,13 +221,24 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
     energy_fn = bind(pot, params, context)
     n_beads = int(md["beads"])
     mesh = _bead_mesh(n_beads, int(md["devices"]))
-    init_fn, step_fn = pm.pimd(energy_fn, float(md["timestep"]), kT, n_beads,
+    groups = 1 if mesh is None else mesh.shape["beads"]
+    force_fn = None
+    if md.get("contraction") is not None:
+        rpc = list(md["contraction"])
+        if not pot.terms or len(pot.terms) != len(rpc):
+            raise InputError(f"[md] contraction lists {len(rpc)} bead number(s): it needs [potential] "
+                             f"kind = 'sum' with as many terms (this potential has "
+                             f"{len(pot.terms) or 'no'} terms)")
+        force_fn = pm.contracted_energy_and_forces(
+            [(bind(t, p, context), n) for t, p, n in zip(pot.terms, params, rpc)], n_beads,
+            bead_batch=int(md.get("bead_batch", 0)), groups=groups)
+    init_fn, step_fn = pm.pimd(energy_fn, float(md["timestep"]), kT, n_beads, force_fn=force_fn,
                                thermostat=md["thermostat"], tau=float(md["tau"]),
                                pile_lambda=float(md["pile_lambda"]), splitting=md["splitting"],
                                propagator=md["propagator"],
                                centroid_thermostat=bool(md["centroid_thermostat"]),
                                bead_batch=int(md.get("bead_batch", 0)),
-                               bead_groups=1 if mesh is None else mesh.shape["beads"])
+                               bead_groups=groups)
     elements, avg = _element_groups(system)
     avg = jnp.asarray(avg)
     n_dof = 3 * system.n_atoms

@@ -634,3 +634,73 @@ def test_sharded_beads_equal_unsharded_to_rounding():
         # reassociation rounding (~1e-16 relative) grown by the dynamics.
         assert r["dq"] < 1e-10 and r["dp"] < 1e-10, (name, r)
         assert r["dkcv"] < 1e-10 and r["dcons"] < 1e-10, (name, r)
+
+
+# --------------------------------------------------------------------------
+# ring-polymer contraction
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("P", [1, 2, 3, 4, 6, 8, 9, 32])
+def test_contraction_matrix_interpolates_band_limited_paths(P):
+    t = np.arange(P) / P
+    for Pc in range(1, P + 1):
+        T = pm.contraction_matrix(P, Pc)
+        assert T.shape == (Pc, P)
+        np.testing.assert_allclose(T.sum(axis=1), 1.0, atol=1e-13)
+        if Pc == P:
+            np.testing.assert_allclose(T, np.eye(P), atol=1e-13)
+        if Pc == 1:
+            np.testing.assert_allclose(T, np.full((1, P), 1.0 / P), atol=1e-15)
+        # a path made of the modes a P'-bead ring keeps is reproduced exactly at the new times
+        c = np.random.default_rng(10 * P + Pc).normal(size=Pc + 2)
+
+        def path(x):
+            return c[0] + 0 * x + sum(c[2 * m - 1] * np.cos(2 * np.pi * m * x) + c[2 * m] * np.sin(2 * np.pi * m * x)
+                                      for m in range(1, (Pc + 1) // 2))
+        np.testing.assert_allclose(T @ path(t), path(np.arange(Pc) / Pc), atol=1e-12)
+    with pytest.raises(InputError, match="between 1 and"):
+        pm.contraction_matrix(P, P + 1)
+
+
+def _pair_well(x):
+    d = x[1:] - x[:-1]
+    return jnp.sum(0.3 * jnp.exp(-jnp.sum(d * d, axis=-1))) + jnp.sum(0.5 * x ** 2)
+
+
+def test_contracted_forces_are_gradient_of_contracted_ring_polymer_potential():
+    P, N = 6, 4
+    q = jnp.asarray(np.random.default_rng(3).normal(size=(P, N, 3)) * 0.3)
+    terms = [(_anharmonic_energy, 0), (_pair_well, 2)]
+
+    def ring_potential(q):
+        total = jnp.sum(jax.vmap(_anharmonic_energy)(q))
+        T = jnp.asarray(pm.contraction_matrix(P, 2))
+        return total + (P / 2) * jnp.sum(jax.vmap(_pair_well)(jnp.einsum("kj,jnd->knd", T, q)))
+
+    e, f = pm.contracted_energy_and_forces(terms, P, bead_batch=1)(q)
+    np.testing.assert_allclose(float(jnp.sum(e)), float(ring_potential(q)), rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(f), -np.asarray(jax.grad(ring_potential)(q)), rtol=1e-12, atol=1e-13)
+    # every term on every bead is the plain bead sum
+    e_all, f_all = pm.contracted_energy_and_forces([(_anharmonic_energy, 0), (_pair_well, P)], P)(q)
+    e_ref, f_ref = pm.bead_energy_and_forces(lambda x: _anharmonic_energy(x) + _pair_well(x))(q)
+    np.testing.assert_allclose(np.asarray(e_all), np.asarray(e_ref), rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(f_all), np.asarray(f_ref), rtol=1e-12, atol=1e-13)
+
+
+def test_contracted_nve_ring_polymer_conserves_its_hamiltonian():
+    # contraction changes the ring-polymer potential, not the dynamics' structure:
+    # NVE must conserve sum_t (P/P_t) sum V_t(T q) + springs + kinetic energy
+    P, N = 8, 4
+    masses = jnp.full((N,), M_H)
+    x0 = jnp.asarray(np.random.default_rng(4).normal(size=(N, 3)) * 0.1)
+    force_fn = pm.contracted_energy_and_forces([(_anharmonic_energy, 0), (lambda x: _pair_well(x) * 20.0, 1)], P)
+    fluct = []
+    for dt in (0.2, 0.1):
+        init_fn, step_fn = pm.pimd(None, dt, KT, P, thermostat="none", force_fn=force_fn,
+                                   sample_internal_modes=True)
+        state = init_fn(jax.random.PRNGKey(5), x0, masses)
+        _, obs = _sample(step_fn, state, 0, int(400 / dt), ("hamiltonian", "potential"))
+        h = obs["hamiltonian"]
+        fluct.append(np.std(h - h[0]))
+        assert fluct[-1] < 3e-3 * np.std(obs["potential"] * P)
+    assert 3.0 < fluct[0] / fluct[1] < 5.0

@@ -239,3 +239,23 @@ def test_qtip4pf_liquid_nve_drift_below_1e_5_eV_per_ps_per_atom(tmp_path):
     energy (Ewald real-space truncation at 1e-5 accuracy remains)."""
     s, th = _nve_drift(tmp_path, water_box(216, seed=0), steps=4000, lj_shift=True)
     assert abs(s["conserved_drift_eV_per_ps_per_atom"]) < 1e-5
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_intramolecular_and_intermolecular_parts_sum_to_the_model(periodic):
+    atoms = water_box(16, seed=3) if periodic else water_cluster(5, seed=3)
+    extra = {"coulomb": "pme"} if periodic else {}
+    full = JaxpotCalculator({"kind": "qtip4pf", **extra})
+    split = JaxpotCalculator({"kind": "sum", "terms": [{"kind": "qtip4pf", "part": "intramolecular", **extra},
+                                                       {"kind": "qtip4pf", "part": "intermolecular", **extra}]})
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = full, split
+    np.testing.assert_allclose(b.get_potential_energy(), a.get_potential_energy(), rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(b.get_forces(), a.get_forces(), rtol=1e-10, atol=1e-10)
+    # charges come from the intermolecular part only (not counted twice)
+    np.testing.assert_allclose(b.get_charges(), a.get_charges(), atol=1e-12)
+
+
+def test_unknown_water_part_is_rejected():
+    with pytest.raises(InputError, match="part"):
+        JaxpotCalculator({"kind": "qtip4pf", "part": "bonds"}).get_potential_energy(water_cluster(2, seed=0))

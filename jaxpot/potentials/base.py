@@ -78,6 +78,9 @@ class Potential:
     neighbor_images: ``"all"`` (exact, every periodic image within the
         cutoff) or ``"minimum"`` (each pair once at its minimum image, i-PI's
         convention for small boxes); see :mod:`jaxpot.neighbors`.
+    terms: the summed potentials of a ``sum`` (params are then the tuple of
+        their params), so integrators can treat terms apart (ring-polymer
+        contraction); empty for other potentials.
     """
 
     energy: Callable[[Any, jnp.ndarray, Context], jnp.ndarray]
@@ -88,6 +91,7 @@ class Potential:
     charges: Optional[Callable] = None
     config: dict = field(default_factory=dict)
     neighbor_images: str = "all"
+    terms: tuple = ()
 
 
 def esum(x):
@@ -148,6 +152,7 @@ def sum_potentials(terms, name: str = "sum") -> Potential:
         translation_invariant=all(t.translation_invariant for t in terms),
         charges=charges, config={"kind": "sum", "terms": [t.config for t in terms]},
         neighbor_images="minimum" if any(t.neighbor_images == "minimum" for t in terms) else "all",
+        terms=terms,
     )
 
 

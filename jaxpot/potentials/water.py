@@ -47,7 +47,8 @@ SPCFW = dict(
 )
 
 _DEFAULTS = dict(cutoff=9.0, coulomb=None, accuracy=1e-5, images="all",
-                 lj_tail_correction=False, lj_shift=False)
+                 lj_tail_correction=False, lj_shift=False, part="all")
+PARTS = ("all", "intramolecular", "intermolecular")
 
 
 def find_water_molecules(system: System) -> np.ndarray:
@@ -95,7 +96,7 @@ def _mic(d, cell, periodic):
 def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
                     coulomb: str | None = None, accuracy: float = 1e-5,
                     images: str = "all", lj_tail_correction: bool = False,
-                    lj_shift: bool = False, name: str = "water") -> Potential:
+                    lj_shift: bool = False, part: str = "all", name: str = "water") -> Potential:
     """A flexible water potential for ``system`` (energies eV, lengths A).
 
     ``model`` is a parameter table (:data:`QTIP4PF` or :data:`SPCFW`, metal
@@ -106,7 +107,13 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
     cutoff (not in the published models, which truncate; useful for tight
     NVE energy conservation, since each O-O pair crossing 9 A otherwise
     changes the energy by |V_LJ(9 A)| = 6e-5 eV).
+    ``part``: "all" (default), "intramolecular" (bonds and angle only, no
+    neighbor list) or "intermolecular" (LJ and Coulomb only); the two parts
+    sum to "all". Ring-polymer contraction puts them on different bead
+    numbers (``[md] contraction``).
     """
+    from ..system import check_choice
+    check_choice("part", part, PARTS)
     mols = find_water_molecules(system)
     n = system.n_atoms
     periodic = system.periodic
@@ -175,7 +182,9 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
     def energy(params, positions, context: Context):
         cell = context.cell
         r1, r2, sites = geometry(params, positions, cell)
-        e = intramolecular(params, r1, r2)
+        if part == "intramolecular":
+            return intramolecular(params, r1, r2)
+        e = intramolecular(params, r1, r2) if part == "all" else jnp.zeros((), jnp.float64)
         q = charges_of(params, positions.dtype)
         rc2 = cutoff ** 2
         if periodic or context.neighbors is not None:
@@ -224,9 +233,11 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
         return charges_of(params, positions.dtype)
 
     config = {"cutoff": cutoff, "coulomb": coulomb, "accuracy": accuracy,
-              "images": images, "lj_tail_correction": lj_tail_correction, "lj_shift": lj_shift}
-    return Potential(energy=energy, init=init, cutoff=cutoff + margin if periodic else 0.0,
-                     name=name, charges=charges, config=config, neighbor_images=images)
+              "images": images, "lj_tail_correction": lj_tail_correction, "lj_shift": lj_shift,
+              "part": part}
+    needs_list = periodic and part != "intramolecular"
+    return Potential(energy=energy, init=init, cutoff=cutoff + margin if needs_list else 0.0,
+                     name=name, charges=None if part == "intramolecular" else charges, config=config, neighbor_images=images)
 
 
 def _from_config(model, kind):
