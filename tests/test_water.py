@@ -259,3 +259,29 @@ def test_intramolecular_and_intermolecular_parts_sum_to_the_model(periodic):
 def test_unknown_water_part_is_rejected():
     with pytest.raises(InputError, match="part"):
         JaxpotCalculator({"kind": "qtip4pf", "part": "bonds"}).get_potential_energy(water_cluster(2, seed=0))
+
+
+def test_calculator_reuses_compiled_setups_when_structures_alternate(monkeypatch):
+    import jaxpot.interop.ase as ase_mod
+
+    built = []
+    real = ase_mod.build_potential
+
+    def counting(spec, system):
+        built.append(system.n_atoms)
+        return real(spec, system)
+
+    monkeypatch.setattr(ase_mod, "build_potential", counting)
+    calc = JaxpotCalculator({"kind": "qtip4pf"})
+    a = water_cluster(2, seed=1)
+    b = water_cluster(3, seed=2)
+    energies = []
+    for x in (a, b, a, b, a):
+        y = x.copy()
+        y.calc = calc
+        energies.append(y.get_potential_energy())
+    assert built == [6, 9]              # one set-up per structure, none rebuilt
+    for x, e in zip((a, b, a, b, a), energies):
+        y = x.copy()
+        y.calc = JaxpotCalculator({"kind": "qtip4pf"})
+        assert y.get_potential_energy() == pytest.approx(e, rel=1e-12)

@@ -39,6 +39,9 @@ class JaxpotCalculator(Calculator):
         self.dtype = jnp.float64 if dtype == "float64" else jnp.float32
         self.seed = seed
         self._key = None
+        # compiled set-ups of recently seen structures (atomic numbers, pbc), oldest first
+        self._cache: dict = {}
+        self.cache_size = 8
 
     @classmethod
     def from_openmm(cls, system, **kwargs):
@@ -60,6 +63,10 @@ class JaxpotCalculator(Calculator):
         # image sets, which are piecewise constant in the cell.
         key = (tuple(atoms.numbers), tuple(atoms.pbc))
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        if key != self._key and key in self._cache:
+            # a structure seen before (e.g. a dimer, then each monomer, in turn):
+            # reuse its potential and compiled functions instead of recompiling
+            self._restore(self._cache[key])
         if key == self._key:
             scale = max(float(np.abs(self._cell0).max()), 1.0)
             if np.abs(cell - self._cell0).max() <= 1e-2 * scale:
@@ -86,6 +93,21 @@ class JaxpotCalculator(Calculator):
         self._charges = jax.jit(pot.charges) if pot.charges is not None else None
         self._key = key
         self._cell0 = cell
+        self._cache[key] = self._snapshot()
+        while len(self._cache) > self.cache_size:
+            self._cache.pop(next(iter(self._cache)))
+
+    _STATE = ("potential", "params", "system", "_nbr", "_nbr_state", "_update", "_efs", "_ef", "_charges",
+              "_key", "_cell0")
+
+    def _snapshot(self):
+        return {k: getattr(self, k, None) for k in self._STATE}
+
+    def _restore(self, state):
+        if self._key is not None:
+            self._cache[self._key] = self._snapshot()   # keep the current one's neighbor list
+        for k, v in state.items():
+            setattr(self, k, v)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
