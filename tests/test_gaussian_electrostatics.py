@@ -638,3 +638,37 @@ def test_blocked_all_pairs_cluster_sum_equals_one_block_with_gradients():
     assert float(e4) == pytest.approx(ref, rel=1e-12)
     np.testing.assert_allclose(np.asarray(g4), np.asarray(g1), atol=1e-12)
     assert np.all(np.asarray(g1)[5] == 0.0)
+
+
+def test_fixed_charges_with_total_charge_stay_neutral_while_trained():
+    """Per-element charges fitted freely can leave a water molecule charged
+    (2 q_H + q_O != 0), which adds a spurious monopole tail; with
+    total_charge the charges are shifted uniformly to sum to Q, for any
+    parameter values, and the gradient respects the constraint."""
+    dimer = np.concatenate([WATER, WATER + [0.0, 0.0, 3.0]])
+    s = make_system(["O", "H", "H"] * 2, dimer)
+    cfg = {"kind": KIND, "charges": {"H": 0.35, "O": -0.6}, "widths": {"H": 0.7, "O": 0.9}}
+    pot, params, ctx = setup(cfg, s)
+    pot_n, _, _ = setup({**cfg, "total_charge": 0.0}, s)
+    q_free = np.asarray(pot.charges(params, s.positions, ctx))
+    q = np.asarray(pot_n.charges(params, s.positions, ctx))
+    assert abs(q_free.sum() - 0.2) < 1e-12            # 2 x (0.7 - 0.6)
+    assert abs(q.sum()) < 1e-12
+    np.testing.assert_allclose(q - q_free, -0.2 / 6, atol=1e-12)
+    # energy = the Coulomb energy of the corrected charges (Gaussian kernel)
+    r = np.linalg.norm(dimer[:, None] - dimer[None], axis=-1)
+    w = np.array([0.9, 0.7, 0.7] * 2)
+    g = np.sqrt(w[:, None] ** 2 + w[None] ** 2)
+    iu = np.triu_indices(6, 1)
+    e_ref = KE * np.sum((q[:, None] * q[None] * sp_erf(r / g) / np.where(r > 0, r, 1.0))[iu])
+    assert float(pot_n.energy(params, s.positions, ctx)) == pytest.approx(e_ref, rel=1e-12)
+    # a charged structure is shifted to its total charge; the constraint holds for any params
+    pot_q, _, _ = setup({**cfg, "total_charge": -1.0}, s)
+    assert float(jnp.sum(pot_q.charges(params, s.positions, ctx))) == pytest.approx(-1.0, abs=1e-12)
+    grad = jax.grad(lambda p: pot_n.energy(p, s.positions, ctx))(params)["charges"]
+    # adding the same amount to both per-element charges moves every atom's charge
+    # by it, which the correction removes: the gradient has no component along (1, 1)
+    assert abs(float(grad[0] + grad[1])) < 1e-10 * float(jnp.max(jnp.abs(grad)))
+    with pytest.raises(InputError, match="total_charge does not apply"):
+        build_potential({"kind": KIND, "charges": "input", "species": ["H", "O"], "total_charge": 0.0},
+                        make_system(["O", "H", "H"], WATER, charges=[-0.8, 0.4, 0.4]))

@@ -652,7 +652,7 @@ _GE_TABLES = ("charges", "widths", "electronegativity", "hardness", "yukawa_z", 
 _GE_KEYS = ("kind", "species", "charge_model", "total_charge", "yukawa_combination", "cutoff",
             "switch_width", "coulomb", "accuracy", "pme_order", "neutralize", "qeq_solver", "cg_tol",
             "cg_maxiter") + _GE_TABLES
-_QEQ_ONLY = ("electronegativity", "hardness", "total_charge", "qeq_solver", "cg_tol", "cg_maxiter")
+_QEQ_ONLY = ("electronegativity", "hardness", "qeq_solver", "cg_tol", "cg_maxiter")
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _DENSE_BLOCK = 1024          # rows per block of the all-pairs cluster sum
 _AUTO_PME_ATOMS = 1000       # coulomb = "auto": PME from this many atoms on
@@ -900,7 +900,13 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
       hardness           qeq only, required: table J (eV/e^2), >= 0 (then A is
                          positive definite: the Gaussian Coulomb matrix with
                          self-energies is)
-      total_charge       qeq only: Q (e), default 0.0
+      total_charge       Q (e). qeq: the constraint sum q = Q, default 0.0.
+                         fixed (per-element table) only when given: each
+                         structure's charges are shifted by the same amount
+                         so that they sum to Q (the charge correction of
+                         PhysNet, Unke & Meuwly, JCTC 15, 3678 (2019)); use
+                         it when fitting per-element charges, which are
+                         otherwise free to leave molecules charged
       qeq_solver         qeq only: "dense" (default) | "cg"; cg_tol (1e-10,
                          relative residual), cg_maxiter (1000)
       yukawa_z           table Z (e), default 0 for every element (no term)
@@ -1007,6 +1013,11 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
         q_el = _ge_table("charges", charges_cfg, species, "e")
     chi = hard = None
     total_charge = 0.0
+    fixed_total = None
+    if model == "fixed" and "total_charge" in config:
+        if input_charges:
+            raise InputError("gaussian_electrostatics: total_charge does not apply to charges = \"input\"")
+        fixed_total = _ge_number(config, "total_charge", 0.0, "e", positive=False)
     if model == "qeq":
         chi = _ge_table("electronegativity", config["electronegativity"], species, "eV/e")
         hard = _ge_table("hardness", config["hardness"], species, "eV/e^2", lambda s, v: None)
@@ -1079,6 +1090,8 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
         if input_charges:
             net = float(np.sum(np.asarray(system.charges, np.float64)))
             scale = float(np.sum(np.abs(np.asarray(system.charges, np.float64))))
+        elif model == "fixed" and fixed_total is not None:
+            net, scale = fixed_total, abs(fixed_total) + 1.0
         elif model == "fixed":
             per_atom = q_el[[species.index(s) for s in system.symbols]]
             net, scale = float(per_atom.sum()), float(np.abs(per_atom).sum())
@@ -1110,7 +1123,11 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
             if context.charges is None:
                 raise InputError("gaussian_electrostatics charges = \"input\" needs per-atom charges in the context")
             return jnp.where(real, jnp.asarray(context.charges, positions.dtype), 0.0)
-        return get(params["charges"]).astype(positions.dtype)
+        q = get(params["charges"]).astype(positions.dtype)
+        if fixed_total is not None:
+            n_real = jnp.maximum(jnp.sum(real), 1).astype(q.dtype)
+            q = jnp.where(real, q - (jnp.sum(q) - fixed_total) / n_real, 0.0)
+        return q
 
     def coulomb_energy(positions, context, q, w, real, coulomb=None):
         """E_coul (eV) of charges q (e) with widths w (A); no Gaussian self-energy."""
@@ -1206,6 +1223,8 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
                 "coulomb": method, "accuracy": accuracy, "pme_order": order, "neutralize": neutralize}
     if model == "fixed":
         resolved["charges"] = "input" if input_charges else el_table(q_el)
+        if fixed_total is not None:
+            resolved["total_charge"] = fixed_total
     else:
         resolved.update(electronegativity=el_table(chi), hardness=el_table(hard), total_charge=total_charge,
                         qeq_solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter)
