@@ -230,7 +230,7 @@ def main(argv=None):
             c, timer, finish = bench_jaxpot(atoms, spec, beads, prec, every, rows)
             print(f"   jaxpot {prec}: compiled in {c:.1f} s", flush=True)
             engines[("jaxpot", prec)] = [c, timer, finish, 0.0]
-            for pc in (RPC_BEADS if kind == "water" and n == 648 and beads == 32 and not args.quick else ()):
+            for pc in (RPC_BEADS if kind == "water" and len(atoms) == 648 and beads == 32 and not args.quick else ()):
                 c, timer, finish = bench_jaxpot(atoms, water_split_spec(), beads, prec, every, rows,
                                                 contraction=[0, pc])
                 print(f"   jaxpot RPC P'={pc} {prec}: compiled in {c:.1f} s", flush=True)
