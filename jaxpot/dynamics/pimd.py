@@ -43,8 +43,9 @@ estimator biases of -6.1% (OBABO), -1.4% (BAOAB, exact drift) and 0
 Design notes:
   - The force evaluation is one function ``force_fn(positions (P,N,3), **kw)
     -> (energies (P,), forces (P,N,3))``, built by mapping a one-bead
-    energy function over the beads by default; ring-polymer contraction and multiple time
-    stepping replace it without touching the integrator.
+    energy function over the beads by default; ring-polymer contraction
+    (:func:`contracted_energy_and_forces`, ``[md] contraction``) replaces it
+    without touching the integrator, as multiple time stepping could.
   - Keyword arguments of ``init_fn``/``step_fn`` (e.g. ``neighbors=nbr``)
     pass through to the energy function and are shared by all beads; build
     such neighbor lists from the centroids with a skin that covers the
