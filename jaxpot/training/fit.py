@@ -234,9 +234,10 @@ def make_predict(pot, use_stress: bool, structure_batch: int = 0, groups: int = 
     fn = energy_forces_stress(pot) if use_stress else energy_and_forces(pot)
 
     def predict(params, batch):
-        # automatic: the whole batch vmapped on every backend. Unlike PIMD's beads,
-        # mapping structures one by one gained < 5% per epoch for MACE on CPU and
-        # cost ~20% more compile time (experiments/README.md, training)
+        # automatic: the whole batch vmapped on every backend. On CPU, mapping
+        # structures one by one (structure_batch = 1) made MACE epochs ~12% faster
+        # but compiled ~15 s longer (experiments/README.md, training): worth it
+        # for long fits, not for short ones
         out = map_leading(lambda x, c: fn(params, x, c), batch.positions, batch.context,
                           batch=structure_batch, groups=groups, gathers=False)
         return out[0], out[1], (out[2] if use_stress else None)
