@@ -336,15 +336,19 @@ def run_mace(work: Path, paths: dict, a) -> dict:
             "step_seconds_median": float(np.median(np.concatenate([step_times[k] for k in step_times])))
             if step_times else None, "command": " ".join(cmd[1:]),
             "threads": f"torch {a.torch_threads} (OMP_NUM_THREADS={a.torch_threads})"}
-    if timed_out:
+
+    def partial(reason):
+        """The result without a test evaluation: validation errors of the last logged epoch."""
         last = curve[-1] if curve else {}
         nan = float("nan")
         v = {"energy_mae_eV_per_atom": last.get("val_energy_mae_eV_per_atom", nan),
              "forces_mae_eV_per_A": last.get("val_forces_mae_eV_per_A", nan),
              "forces_rmse_eV_per_A": last.get("val_forces_rmse_eV_per_A", nan)}
-        return dict(base, validation=v, test={k: nan for k in v}, partial=(
-            f"mace_run_train stopped after {a.mace_timeout} s, {len(t)} epochs logged; validation errors of the "
-            "last logged epoch (EMA), no test errors"))
+        return dict(base, validation=v, test={k: nan for k in v}, partial=reason)
+
+    if timed_out:
+        return partial(f"mace_run_train stopped after {a.mace_timeout} s, {len(t)} epochs logged; validation "
+                       "errors of the last logged epoch (EMA), no test errors")
     model = mdir / "bench.model"
     if not model.exists():
         cands = sorted(mdir.rglob("*.model"))
@@ -366,14 +370,8 @@ def run_mace(work: Path, paths: dict, a) -> dict:
                            env=dict(env, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"), cwd=work,   # not timed
                            capture_output=True, text=True, timeout=a.eval_timeout)
     except subprocess.TimeoutExpired:
-        last = curve[-1] if curve else {}
-        nan = float("nan")
-        v = {"energy_mae_eV_per_atom": last.get("val_energy_mae_eV_per_atom", nan),
-             "forces_mae_eV_per_A": last.get("val_forces_mae_eV_per_A", nan),
-             "forces_rmse_eV_per_A": last.get("val_forces_rmse_eV_per_A", nan)}
-        return dict(base, validation=v, test={k: nan for k in v}, partial=(
-            f"mace_eval_configs stopped after {a.eval_timeout} s; validation errors of the last epoch "
-            "(EMA) from mace-torch's log, no test errors"))
+        return partial(f"mace_eval_configs stopped after {a.eval_timeout} s; validation errors of the last "
+                       "epoch (EMA) from mace-torch's log, no test errors")
     if r.returncode != 0:
         raise RuntimeError("mace_eval_configs failed:\n" + r.stderr[-3000:])
     out = read(work / "mace_eval_out.xyz", index=":")

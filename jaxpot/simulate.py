@@ -56,7 +56,8 @@ MD_DEFAULTS = {
     "min_distance": 0.5,           # A, sanity check on the starting structure
     "centroid_thermostat": True,   # PIMD: False gives TRPMD with PILE-L internal modes
     "devices": 0,                  # PIMD: shard beads over this many devices (0 = all that divide P)
-    "bead_batch": 0,               # PIMD: beads vmapped together per force call (0 = auto: 1 on CPU, all on GPU)
+    "bead_batch": 0,               # PIMD: beads vmapped together per force call (0 = auto: 1 on CPU
+                                   # with a neighbor list, all beads otherwise and on GPU)
     "contraction": None,           # PIMD, sum potentials: beads per term (0 = all), ring-polymer contraction
 }
 OUTPUT_DEFAULTS = {"directory": "runs/md", "every": 10, "all_beads": False}
@@ -222,6 +223,7 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
     n_beads = int(md["beads"])
     mesh = _bead_mesh(n_beads, int(md["devices"]))
     groups = 1 if mesh is None else mesh.shape["beads"]
+    bead_batch = int(md.get("bead_batch", 0))
     force_fn = None
     if md.get("contraction") is not None:
         rpc = list(md["contraction"])
@@ -231,14 +233,13 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
                              f"{len(pot.terms) or 'no'} terms)")
         force_fn = pm.contracted_energy_and_forces(
             [(bind(t, p, context), n) for t, p, n in zip(pot.terms, params, rpc)], n_beads,
-            bead_batch=int(md.get("bead_batch", 0)), groups=groups)
+            bead_batch=bead_batch, groups=groups)
     init_fn, step_fn = pm.pimd(energy_fn, float(md["timestep"]), kT, n_beads, force_fn=force_fn,
                                thermostat=md["thermostat"], tau=float(md["tau"]),
                                pile_lambda=float(md["pile_lambda"]), splitting=md["splitting"],
                                propagator=md["propagator"],
                                centroid_thermostat=bool(md["centroid_thermostat"]),
-                               bead_batch=int(md.get("bead_batch", 0)),
-                               bead_groups=groups)
+                               bead_batch=bead_batch, bead_groups=groups)
     elements, avg = _element_groups(system)
     avg = jnp.asarray(avg)
     n_dof = 3 * system.n_atoms

@@ -777,11 +777,13 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         raise InputError("the dispersion correction needs LJ parameters")
 
     n = topology.n_atoms
-    excl_table = jnp.asarray(_exclusion_table(topology))
-    excl_bits = exclusion_bitmask(n, np.concatenate([topology.exclusions, topology.pairs14]))
+    excl_all = np.concatenate([topology.exclusions, topology.pairs14]).astype(np.int32)
+    excl_bits = exclusion_bitmask(n, excl_all)
     if excl_bits is not None:
         excl_bits = (jnp.asarray(excl_bits[0]), excl_bits[1])
-    excl_all = np.concatenate([topology.exclusions, topology.pairs14]).astype(np.int32)
+        excl_table = None
+    else:   # exclusions far apart in index (or none): the (N, max_excl) table
+        excl_table = jnp.asarray(_exclusion_table(topology))
     types = jnp.asarray(topology.atom_types)
     type_counts = np.bincount(topology.atom_types, minlength=topology.n_types)
     per = jnp.asarray(topology.torsion_periodicity)

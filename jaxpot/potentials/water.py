@@ -29,7 +29,7 @@ import numpy as np
 import jax.numpy as jnp
 
 from .. import units
-from ..system import InputError, System
+from ..system import InputError, System, check_choice
 from .base import Context, Potential, esum, safe_norm
 from .electrostatics import all_pairs, make_coulomb
 
@@ -112,7 +112,6 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
     sum to "all". Ring-polymer contraction puts them on different bead
     numbers (``[md] contraction``).
     """
-    from ..system import check_choice
     check_choice("part", part, PARTS)
     mols = find_water_molecules(system)
     n = system.n_atoms
