@@ -81,6 +81,12 @@ class Potential:
     terms: the summed potentials of a ``sum`` (params are then the tuple of
         their params), so integrators can treat terms apart (ring-polymer
         contraction); empty for other potentials.
+    atom_energies: optional ``(params, positions, Context) -> (N,) eV``,
+        per-atom energies that sum to ``energy`` (local models: ML networks,
+        atomic reference energies, and sums of them). A potential that has
+        it sees nothing but the neighbor list's pair vectors and the species,
+        so disjoint structures packed into one graph (training batches) get
+        their own energies from one call.
     """
 
     energy: Callable[[Any, jnp.ndarray, Context], jnp.ndarray]
@@ -92,6 +98,7 @@ class Potential:
     config: dict = field(default_factory=dict)
     neighbor_images: str = "all"
     terms: tuple = ()
+    atom_energies: Optional[Callable] = None
 
 
 def esum(x):
@@ -147,12 +154,17 @@ def sum_potentials(terms, name: str = "sum") -> Potential:
         def charges(params, positions, context):
             return sum(t.charges(params[k], positions, context) for k, t in charge_terms)
 
+    atom_energies = None
+    if all(t.atom_energies is not None for t in terms):
+        def atom_energies(params, positions, context):
+            return sum(t.atom_energies(p, positions, context) for t, p in zip(terms, params))
+
     return Potential(
         energy=energy, init=init, cutoff=max(t.cutoff for t in terms), name=name,
         translation_invariant=all(t.translation_invariant for t in terms),
         charges=charges, config={"kind": "sum", "terms": [t.config for t in terms]},
         neighbor_images="minimum" if any(t.neighbor_images == "minimum" for t in terms) else "all",
-        terms=terms,
+        terms=terms, atom_energies=atom_energies,
     )
 
 

@@ -534,7 +534,7 @@ def behler_parrinello_from_config(config: dict, system) -> Potential:
             "feature_std": jnp.ones((len(species), desc.n_features), dtype),
         }
 
-    def energy(params, positions, context):
+    def atom_energies(params, positions, context):
         g, counts = desc(positions, context)
         idx = desc.table[context.species]
         mean = jax.lax.stop_gradient(params["feature_mean"])
@@ -543,8 +543,11 @@ def behler_parrinello_from_config(config: dict, system) -> Potential:
         for k, s in enumerate(species):
             y = mlp.apply({"params": params["networks"][s]}, (g - mean[k]) / std[k])
             e_atom = e_atom + jnp.where(idx == k, y, 0.0)
-        e = esum(scale * e_atom)
-        # overflow of the static triplet rows: NaN energy and NaN forces, never a silent truncation
-        return e * jnp.where(jnp.max(counts) > desc.max_neighbors, jnp.nan, 1.0)
+        # overflow of the static triplet rows: NaN energies and NaN forces, never a silent truncation
+        return scale * e_atom * jnp.where(jnp.max(counts) > desc.max_neighbors, jnp.nan, 1.0)
 
-    return Potential(energy=energy, init=init, cutoff=cfg["cutoff"], name=KIND, config=cfg)
+    def energy(params, positions, context):
+        return esum(atom_energies(params, positions, context))
+
+    return Potential(energy=energy, init=init, cutoff=cfg["cutoff"], name=KIND, config=cfg,
+                     atom_energies=atom_energies)

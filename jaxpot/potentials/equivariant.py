@@ -461,12 +461,16 @@ def _equivariant_potential(kind: str, config: dict, system) -> Potential:
         """flax variables (float64) from ``key`` folded with the config seed."""
         return _init(key)
 
-    def energy(params, positions, context):
+    def atom_energies(params, positions, context):
         idx, senders, receivers, dr, w = graph_inputs(positions, context, table, cutoff)
         e_atom = module.apply(_cast_floats(params, positions.dtype), idx, senders, receivers, dr, w)
-        return esum(jnp.where(idx >= 0, scale * e_atom, 0.0))
+        return jnp.where(idx >= 0, scale * e_atom, 0.0)
 
-    return Potential(energy=energy, init=init, cutoff=cutoff, name=kind, config=cfg)
+    def energy(params, positions, context):
+        return esum(atom_energies(params, positions, context))
+
+    return Potential(energy=energy, init=init, cutoff=cutoff, name=kind, config=cfg,
+                     atom_energies=atom_energies)
 
 
 def intermediate_features(potential: Potential, params, positions, context) -> dict:

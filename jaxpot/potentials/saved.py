@@ -95,7 +95,7 @@ def model_from_config(config: dict, system) -> Potential:
         energy=inner.energy, init=lambda key, system: params, cutoff=inner.cutoff,
         name=f"model({inner.name})", translation_invariant=inner.translation_invariant,
         charges=inner.charges, config={"kind": "model", "path": str(path.resolve())},
-        neighbor_images=inner.neighbor_images,
+        neighbor_images=inner.neighbor_images, terms=inner.terms, atom_energies=inner.atom_energies,
     )
 
 
@@ -118,10 +118,12 @@ def atomic_energies_from_config(config: dict, system) -> Potential:
     def init(key, system):
         return {"energies": jnp.asarray(e0)}
 
-    def energy(params, positions, context):
+    def atom_energies(params, positions, context):
         idx = table[context.species]
-        e = jnp.where(idx >= 0, params["energies"][jnp.maximum(idx, 0)], 0.0)
-        return esum(e)
+        return jnp.where(idx >= 0, params["energies"][jnp.maximum(idx, 0)], 0.0)
 
-    return Potential(energy=energy, init=init, cutoff=0.0, name="atomic_energies",
+    def energy(params, positions, context):
+        return esum(atom_energies(params, positions, context))
+
+    return Potential(energy=energy, init=init, cutoff=0.0, name="atomic_energies", atom_energies=atom_energies,
                      config={"kind": "atomic_energies", "energies": {s: float(v) for s, v in zip(symbols, e0)}})

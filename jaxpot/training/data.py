@@ -350,8 +350,7 @@ class Batcher:
     def __len__(self) -> int:
         return sum(-(-len(m) // self.batch_size) for m in self.groups.values())
 
-    def batches(self, epoch: int | None = None):
-        """Yield :class:`Batch` objects; ``epoch=None`` keeps the file order."""
+    def _plan(self, epoch):
         plan = []
         rng = None if epoch is None else np.random.default_rng([self.seed, epoch])
         for n_pad in sorted(self.groups):
@@ -362,7 +361,15 @@ class Batcher:
                 plan.append((n_pad, members[start:start + self.batch_size]))
         if rng is not None:
             plan = [plan[k] for k in rng.permutation(len(plan))]
-        for n_pad, members in plan:
+        return plan
+
+    def plan(self, epoch: int | None = None) -> list[list[int]]:
+        """Structure indices of each batch, in the order :meth:`batches` yields them."""
+        return [members for _, members in self._plan(epoch)]
+
+    def batches(self, epoch: int | None = None):
+        """Yield :class:`Batch` objects; ``epoch=None`` keeps the file order."""
+        for n_pad, members in self._plan(epoch):
             yield make_batch([self.structures[k] for k in members], self.cutoff, n_pad,
                              self.k_pad[n_pad], self.batch_size, self.dtype, self._pairs)
 
@@ -402,3 +409,180 @@ def shipped_data(name: str = "water_clusters.extxyz") -> Path:
     if not path.is_file():
         raise InputError(f"no shipped dataset {name!r} in {path.parent}")
     return path
+
+
+# --------------------------------------------------------------------------- packed graphs
+
+@dataclass
+class PackedBatch:
+    """Up to ``B`` structures packed into one graph of ``Na`` atom and ``K``
+    pair slots (PyG/jraph style): no per-structure padding, one neighbor list.
+
+    The context's cell is the identity and the neighbor list's shifts are
+    Cartesian (A), so pair vectors x_j - x_i + shift need no per-structure
+    cell. Only potentials with per-atom energies (``Potential.atom_energies``:
+    local models, which see nothing but pair vectors and species) can run on
+    it; structure energies are segment sums over ``atom_structure``."""
+
+    positions: jnp.ndarray        # (Na, 3) A; padding atoms far from everything
+    context: Context              # species (Na,) (0 = padding), cell = I, neighbors (K pairs)
+    atom_structure: jnp.ndarray   # (Na,) int32 structure of each atom (B for padding atoms)
+    pair_structure: jnp.ndarray   # (K,) int32 structure of each pair (B for padding slots)
+    energy: jnp.ndarray           # (B,) eV
+    forces: jnp.ndarray           # (Na, 3) eV/A
+    stress: jnp.ndarray           # (B, 3, 3) eV/A^3
+    volume: jnp.ndarray           # (B,) A^3 (1 for clusters and padding structures)
+    n_atoms: jnp.ndarray          # (B,) real atoms (1 for padding structures)
+    weight: jnp.ndarray           # (B,) 1 real, 0 padding structure
+    has_forces: jnp.ndarray       # (B,) bool
+    has_stress: jnp.ndarray       # (B,) bool
+
+
+_tree(PackedBatch)
+
+
+def make_packed_batch(structures: list[Labelled], cutoff: float, atom_slots: int, pair_slots: int,
+                      batch_size: int, dtype=np.float64, pairs_cache: dict | None = None) -> PackedBatch:
+    """Pack ``structures`` (at most ``batch_size``, at most ``atom_slots``
+    atoms and ``pair_slots`` half-list pairs in all) into one graph."""
+    b = batch_size
+    if len(structures) > b:
+        raise ValueError(f"{len(structures)} structures do not fit a packed batch of {b}")
+    pos = np.zeros((atom_slots, 3))
+    species = np.zeros(atom_slots, np.int32)
+    charges = np.zeros(atom_slots)
+    forces = np.zeros((atom_slots, 3))
+    atom_s = np.full(atom_slots, b, np.int32)
+    idx = np.zeros((2, pair_slots), np.int32)
+    shifts = np.zeros((pair_slots, 3))
+    mask = np.zeros(pair_slots, bool)
+    pair_s = np.full(pair_slots, b, np.int32)
+    energy = np.zeros(b)
+    stress = np.zeros((b, 3, 3))
+    vol = np.ones(b)
+    n_atoms = np.ones(b)
+    weight = np.zeros(b)
+    has_f = np.zeros(b, bool)
+    has_s = np.zeros(b, bool)
+    a = p = 0
+    for k, s in enumerate(structures):
+        n = s.n_atoms
+        if cutoff <= 0:
+            i = j = np.zeros(0, np.int64)
+            S = np.zeros((0, 3))
+        elif pairs_cache is not None and id(s) in pairs_cache:
+            i, j, S = pairs_cache[id(s)]
+        else:
+            i, j, S = half_pairs(s, cutoff)
+        m = len(i)
+        if a + n > atom_slots or p + m > pair_slots:
+            raise ValueError(f"structures need {a + n} atom / {p + m} pair slots, the batch has "
+                             f"{atom_slots} / {pair_slots}")
+        pos[a:a + n] = s.positions
+        species[a:a + n] = s.numbers
+        atom_s[a:a + n] = k
+        if s.charges is not None:
+            charges[a:a + n] = s.charges
+        idx[0, p:p + m], idx[1, p:p + m] = i + a, j + a
+        shifts[p:p + m] = S @ s.cell if m else 0.0
+        mask[p:p + m] = True
+        pair_s[p:p + m] = k
+        energy[k] = s.energy
+        if s.forces is not None:
+            forces[a:a + n] = s.forces
+            has_f[k] = True
+        if s.stress is not None:
+            stress[k] = s.stress
+            has_s[k] = True
+        if s.pbc:
+            vol[k] = abs(np.linalg.det(s.cell))
+        n_atoms[k] = n
+        weight[k] = 1.0
+        a += n
+        p += m
+    # padding atoms sit far from everything and from each other (no model sees them)
+    pos[a:] = 1e4 * (1.0 + np.arange(atom_slots - a))[:, None]
+    nbr = NeighborList(
+        idx=jnp.asarray(idx), shifts=jnp.asarray(shifts, dtype), mask=jnp.asarray(mask),
+        reference=jnp.asarray(pos, dtype), n_pairs=jnp.asarray(p, jnp.int32),
+        max_row=jnp.asarray(0, jnp.int32), overflow=jnp.asarray(False), n_builds=jnp.asarray(0, jnp.int32),
+    )
+    ctx = Context(species=jnp.asarray(species), cell=jnp.eye(3, dtype=dtype),
+                  neighbors=nbr if cutoff > 0 else None, charges=jnp.asarray(charges, dtype))
+    return PackedBatch(positions=jnp.asarray(pos, dtype), context=ctx, atom_structure=jnp.asarray(atom_s),
+                       pair_structure=jnp.asarray(pair_s), energy=jnp.asarray(energy),
+                       forces=jnp.asarray(forces, dtype), stress=jnp.asarray(stress, dtype),
+                       volume=jnp.asarray(vol, dtype), n_atoms=jnp.asarray(n_atoms), weight=jnp.asarray(weight),
+                       has_forces=jnp.asarray(has_f), has_stress=jnp.asarray(has_s))
+
+
+def _round_up(x: float, step: int) -> int:
+    return int(step * max(1, -(-int(np.ceil(x)) // step)))
+
+
+class PackedBatcher:
+    """Packed batches (:class:`PackedBatch`) of a fixed set of structures.
+
+    Every batch has the same shape, so the training step compiles once:
+    at most ``batch_size`` structures, ``atom_slots`` atoms and
+    ``pair_slots`` half-list pairs. By default the slot budgets are
+    ``slack`` x ``batch_size`` x the mean atom and pair counts (rounded up,
+    and at least the largest single structure); structures are taken in a
+    shuffled order (reproducible from ``seed`` and the epoch) and a batch is
+    closed when the next structure would exceed a budget. ``budget`` =
+    (atom_slots, pair_slots) reuses another batcher's shape (validation
+    shares the training shape), grown where a structure would not fit."""
+
+    def __init__(self, structures: list[Labelled], cutoff: float, batch_size: int, dtype=np.float64,
+                 seed: int = 0, slack: float = 1.2, budget: tuple[int, int] | None = None):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if not structures:
+            raise InputError("no structures to batch")
+        self.structures = structures
+        self.cutoff = float(cutoff)
+        self.batch_size = int(batch_size)
+        self.dtype = dtype
+        self.seed = int(seed)
+        self._pairs: dict = {}
+        atoms = np.asarray([s.n_atoms for s in structures])
+        pairs = np.zeros(len(structures), int)
+        if self.cutoff > 0:
+            for k, s in enumerate(structures):
+                self._pairs[id(s)] = half_pairs(s, self.cutoff)
+                pairs[k] = len(self._pairs[id(s)][0])
+        self._atoms, self._npairs = atoms, pairs
+        if budget is None:
+            budget = (slack * batch_size * atoms.mean(), slack * batch_size * pairs.mean())
+        self.atom_slots = _round_up(max(budget[0], atoms.max()), 16)
+        self.pair_slots = _round_up(max(budget[1], pairs.max(), 1), 64)
+
+    @property
+    def budget(self) -> tuple[int, int]:
+        return self.atom_slots, self.pair_slots
+
+    def plan(self, epoch: int | None = None) -> list[list[int]]:
+        """Structure indices of each batch; ``epoch=None`` keeps the file order."""
+        order = (np.arange(len(self.structures)) if epoch is None
+                 else np.random.default_rng([self.seed, epoch]).permutation(len(self.structures)))
+        out, cur, a, p = [], [], 0, 0
+        for k in order:
+            n, m = self._atoms[k], self._npairs[k]
+            if cur and (len(cur) == self.batch_size or a + n > self.atom_slots or p + m > self.pair_slots):
+                out.append(cur)
+                cur, a, p = [], 0, 0
+            cur.append(int(k))
+            a += n
+            p += m
+        if cur:
+            out.append(cur)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.plan(0))
+
+    def batches(self, epoch: int | None = None):
+        """Yield :class:`PackedBatch` objects (see :meth:`plan`)."""
+        for members in self.plan(epoch):
+            yield make_packed_batch([self.structures[k] for k in members], self.cutoff, self.atom_slots,
+                                    self.pair_slots, self.batch_size, self.dtype, self._pairs)

@@ -48,8 +48,8 @@ from ..potentials import build_potential
 from ..potentials.base import energy_and_forces, energy_forces_stress
 from ..potentials.saved import save_model
 from ..system import InputError, check_choice, positive_number
-from .data import (Batcher, Labelled, dataset_species, fit_atomic_energies, read_labelled,
-                   split_indices)
+from .data import (Batcher, Labelled, PackedBatch, PackedBatcher, dataset_species, fit_atomic_energies,
+                   read_labelled, split_indices)
 
 ML_KINDS = ("behler_parrinello", "nequip", "mace")
 PADDING_KINDS = ML_KINDS + ("atomic_energies", "gaussian_electrostatics", "kernel")
@@ -85,7 +85,9 @@ FIT_DEFAULTS = {
     "dtype": "float64",            # float32 | float64
     "seed": 0,
     "devices": 1,                  # data-parallel over this many devices (batch axis sharded)
-    "max_shapes": 3,               # distinct padded atom counts (one compilation each)
+    "max_shapes": 3,               # distinct padded atom counts (one compilation each; padded)
+    "batching": "auto",            # packed | padded | auto (packed where the model allows it)
+    "pack_slack": 1.2,             # packed: slots per batch = slack x batch_size x mean atoms/pairs
     "structure_batch": 0,          # structures vmapped together inside a step (0: the whole
                                    # batch; 1: one at a time, in a sequential map)
     "relative_parameters": "auto", # optimise p / |p_initial| (physics terms; "auto": all but ML
@@ -125,6 +127,9 @@ def resolve_train_config(config: dict) -> dict:
     check_choice("[fit] schedule", f["schedule"], ("cosine", "constant", "plateau"))
     check_choice("[fit] loss", f["loss"], ("mse", "huber"))
     check_choice("[fit] dtype", f["dtype"], ("float32", "float64"))
+    check_choice("[fit] batching", f["batching"], ("auto", "packed", "padded"))
+    if not isinstance(f["pack_slack"], (int, float)) or not 1.0 <= f["pack_slack"] <= 10.0:
+        raise InputError(f"[fit] pack_slack must be a number in [1, 10], got {f['pack_slack']!r}")
     if not 0.0 <= f["ema_decay"] < 1.0:
         raise InputError(f"[fit] ema_decay must be in [0, 1), got {f['ema_decay']}")
     for key in ("energy_weight", "forces_weight", "stress_weight"):
@@ -223,17 +228,58 @@ def _rho(x, loss: str, delta: float):
     return x * x
 
 
+def packed_predict(pot, use_stress: bool):
+    """``(params, PackedBatch) -> (E (B,) eV, F (Na, 3) eV/A, stress (B, 3, 3)
+    eV/A^3 or None)`` from the potential's per-atom energies: one call on the
+    packed graph, structure energies by segment sums, forces by one gradient
+    (the structures are disjoint) and each structure's stress from its own
+    homogeneous strain, applied to its atoms and pair shifts."""
+    if pot.atom_energies is None:
+        raise InputError(f"potential {pot.name!r} has no per-atom energies; it needs [fit] batching = 'padded'")
+
+    def total(params, positions, strain, batch):
+        b = batch.energy.shape[0]
+        ctx = batch.context
+        if strain is not None:
+            sym = 0.5 * (strain + jnp.swapaxes(strain, 1, 2))
+            eye = jnp.eye(3, dtype=positions.dtype)
+            deform = jnp.concatenate([eye + sym.astype(positions.dtype), eye[None]])   # padding: identity
+            positions = jnp.einsum("nij,nj->ni", deform[batch.atom_structure], positions)
+            nbr = ctx.neighbors
+            shifts = jnp.einsum("kij,kj->ki", deform[batch.pair_structure], nbr.shifts.astype(positions.dtype))
+            ctx = ctx.replace(neighbors=nbr.replace(shifts=shifts))
+        ea = pot.atom_energies(params, positions, ctx).astype(jnp.float64)
+        e = jax.ops.segment_sum(ea, batch.atom_structure, num_segments=b + 1)[:b]
+        return jnp.sum(e), e
+
+    def predict(params, batch):
+        x = batch.positions
+        if use_stress:
+            zero = jnp.zeros(batch.stress.shape, x.dtype)
+            (_, e), (gx, gs) = jax.value_and_grad(total, argnums=(1, 2), has_aux=True)(params, x, zero, batch)
+            return e, -gx, gs / batch.volume[:, None, None]
+        (_, e), gx = jax.value_and_grad(total, argnums=1, has_aux=True)(params, x, None, batch)
+        return e, -gx, None
+
+    return predict
+
+
 def make_predict(pot, use_stress: bool, structure_batch: int = 0, groups: int = 1):
     """``(params, batch) -> (E (B,), F (B, Np, 3), stress (B, 3, 3) or None)``.
 
     The structures of a batch are mapped with :func:`jaxpot.mapping.map_leading`
     (``structure_batch`` vmapped together per sequential step, 0 = the whole
-    batch; ``groups`` = devices the batch axis is sharded over)."""
+    batch; ``groups`` = devices the batch axis is sharded over). Packed
+    batches (:class:`PackedBatch`) go through :func:`packed_predict` instead
+    (F is then (Na, 3))."""
     from ..mapping import map_leading
 
     fn = energy_forces_stress(pot) if use_stress else energy_and_forces(pot)
+    packed = packed_predict(pot, use_stress) if pot.atom_energies is not None else None
 
     def predict(params, batch):
+        if isinstance(batch, PackedBatch):
+            return packed(params, batch)
         # automatic: the whole batch vmapped on every backend. On CPU, mapping
         # structures one by one (structure_batch = 1) made MACE epochs ~12% faster
         # but compiled ~15 s longer (experiments/README.md, training): worth it
@@ -245,11 +291,20 @@ def make_predict(pot, use_stress: bool, structure_batch: int = 0, groups: int = 
     return predict
 
 
+def force_mask(batch):
+    """Atoms whose reference forces enter the loss: real atoms of structures
+    with forces ((B, Np) for padded batches, (Na,) for packed ones)."""
+    if isinstance(batch, PackedBatch):
+        has = jnp.concatenate([batch.has_forces, jnp.zeros(1, bool)])[batch.atom_structure]
+        return (batch.context.species > 0) & has
+    return (batch.context.species > 0) & batch.has_forces[:, None]
+
+
 def error_sums(batch, e, f, s):
     """Sums for MAE/RMSE of energy per atom, force and stress components."""
     w = batch.weight
     de = (e - batch.energy) / batch.n_atoms
-    atom = (batch.context.species > 0) & batch.has_forces[:, None]
+    atom = force_mask(batch)
     df = jnp.where(atom[..., None], f - batch.forces, 0.0)
     out = {
         "n_e": jnp.sum(w), "e_abs": jnp.sum(w * jnp.abs(de)), "e_sq": jnp.sum(w * de * de),
@@ -285,7 +340,7 @@ def make_loss(predict, loss: str, delta: float):
         w = batch.weight
         de = (e - batch.energy) / batch.n_atoms
         le = jnp.sum(w * _rho(de, loss, delta)) / jnp.maximum(jnp.sum(w), 1.0)
-        atom = (batch.context.species > 0) & batch.has_forces[:, None]
+        atom = force_mask(batch)
         rf = jnp.where(atom[..., None], _rho(f - batch.forces, loss, delta), 0.0)
         lf = jnp.sum(rf) / jnp.maximum(3.0 * jnp.sum(atom), 1.0)
         total = weights[0] * le + weights[1] * lf
@@ -391,6 +446,33 @@ def _atoms(s: Labelled):
     return Atoms(numbers=s.numbers, positions=s.positions, cell=s.cell, pbc=s.pbc)
 
 
+def batching_mode(pot, mode: str, pads: bool, devices: int = 1) -> str:
+    """``"packed"`` or ``"padded"`` for ``[fit] batching`` (``"auto"``: packed
+    where the potential has per-atom energies, is not built for one system
+    and the batch is not sharded over devices)."""
+    why = None
+    if pot.atom_energies is None:
+        why = f"potential {pot.config.get('kind', pot.name)!r} has no per-atom energies (only local models do)"
+    elif not pads:
+        why = "the potential is built for one system"
+    elif devices > 1:
+        why = "batches sharded over devices are padded"
+    if mode == "packed" and why:
+        raise InputError(f"[fit] batching = 'packed' is not possible: {why}")
+    if mode == "auto":
+        return "padded" if why else "packed"
+    return mode
+
+
+def make_batcher(mode: str, structures, *, cutoff, batch_size, dtype=np.float64, seed=0, pad=True,
+                 max_shapes=3, slack=1.2, budget=None):
+    """A :class:`PackedBatcher` (mode "packed") or a padded :class:`Batcher`."""
+    if mode == "packed":
+        return PackedBatcher(structures, cutoff, batch_size, dtype=dtype, seed=seed, slack=slack, budget=budget)
+    return Batcher(structures, cutoff=cutoff, batch_size=batch_size, dtype=dtype, seed=seed, pad=pad,
+                   max_shapes=max_shapes)
+
+
 def load_splits(cfg: dict, base_dir: Path | None = None):
     d = cfg["data"]
     keys = dict(energy_key=d["energy_key"], forces_key=d["forces_key"], stress_key=d["stress_key"],
@@ -450,10 +532,13 @@ def train(config: dict, *, overwrite: bool = False, restart: str | None = None, 
     use_stress = f["stress_weight"] > 0 and any(s.stress is not None for s in train_set)
     cutoff = pot.cutoff
     np_dtype = np.float32 if f["dtype"] == "float32" else np.float64
+    mode = batching_mode(pot, f["batching"], pads, f["devices"])
     mk = dict(cutoff=cutoff, batch_size=f["batch_size"], dtype=np_dtype, seed=cfg["data"]["seed"], pad=pads,
-              max_shapes=f["max_shapes"])
-    train_b = Batcher(train_set, **mk)
-    val_b = Batcher(val_set or train_set, **mk)
+              max_shapes=f["max_shapes"], slack=f["pack_slack"])
+    train_b = make_batcher(mode, train_set, **mk)
+    if mode == "packed":     # validation and test batches share the training shape (one compilation)
+        mk["budget"] = train_b.budget
+    val_b = make_batcher(mode, val_set or train_set, **mk)
 
     key = jax.random.PRNGKey(f["seed"])
     params = cast(pot.init(key, None if pads else system0), dtype)
@@ -591,24 +676,25 @@ def train(config: dict, *, overwrite: bool = False, restart: str | None = None, 
              "train_seconds": meta["train_seconds"],
              "structures_per_second": n_structs / max(meta["train_seconds"], 1e-9),
              "total_seconds": time.perf_counter() - t_start}
+    extra["batching"] = mode
     return _finish(cfg, out_dir, pot, best_params, train_set, val_set, test_set, history, meta["train_seconds"],
-                   extra, predict_jit=predict_jit, batch_kw=mk)
+                   extra, predict_jit=predict_jit, batcher_for=lambda data: make_batcher(mode, data, **mk))
 
 
 def _finish(cfg, out_dir, pot, params, train_set, val_set, test_set, history, seconds, extra,
-            predict_jit=None, batch_kw=None):
+            predict_jit=None, batcher_for=None):
     f = cfg["fit"]
     if predict_jit is None:
         predict_jit = jax.jit(make_predict(pot, False))
-    if batch_kw is None:
-        batch_kw = dict(cutoff=pot.cutoff, batch_size=f["batch_size"], seed=0,
-                        pad=_pads(pot.config))
+    if batcher_for is None:
+        def batcher_for(data):
+            return Batcher(data, cutoff=pot.cutoff, batch_size=f["batch_size"], seed=0, pad=_pads(pot.config))
     summary = {"model": pot.config.get("kind"), "train_structures": len(train_set),
                "validation_structures": len(val_set), "test_structures": len(test_set)}
     summary.update(extra)
     for name, data in (("train", train_set), ("validation", val_set), ("test", test_set)):
         if data:
-            summary[name] = evaluate(predict_jit, params, Batcher(data, **batch_kw))
+            summary[name] = evaluate(predict_jit, params, batcher_for(data))
     io.write_json(out_dir / "summary.json", summary)
     if history:
         plot_learning_curve(history, out_dir / "learning_curve.png")
@@ -622,13 +708,12 @@ def refit_offsets(pot, params, batcher: Batcher, use_stress: bool):
 
     zero = (jax.tree_util.tree_map(jnp.zeros_like, params[0]),) + tuple(params[1:])
     predict = jax.jit(make_predict(pot, False))
-    resid, counts = [], []
+    resid, structs = [], []
     symbols = list(pot.config["terms"][0]["energies"])
-    for batch in batcher.batches(None):
+    for members, batch in zip(batcher.plan(None), batcher.batches(None)):
         e, _, _ = predict(zero, batch)
-        w = np.asarray(batch.weight) > 0
-        resid.append(np.asarray(batch.energy - e)[w])
-    structs = [batcher.structures[k] for n in sorted(batcher.groups) for k in batcher.groups[n]]
+        resid.append(np.asarray(batch.energy - e)[:len(members)])
+        structs += [batcher.structures[k] for k in members]
     counts = element_counts(structs, symbols)
     sol, *_ = np.linalg.lstsq(counts, np.concatenate(resid), rcond=None)
     e0 = params[0]["energies"]
@@ -732,5 +817,5 @@ def eval_model(model_dir, data_path, *, batch_size: int = 8, energy_key=None, fo
     sysm = None if pads else _system_for(data[0])
     pot = build_potential(pcfg, sysm)
     params = load_params(model_dir, pot.init(jax.random.PRNGKey(0), sysm))
-    b = Batcher(data, cutoff=pot.cutoff, batch_size=batch_size, pad=pads)
+    b = make_batcher(batching_mode(pot, "auto", pads), data, cutoff=pot.cutoff, batch_size=batch_size, pad=pads)
     return evaluate(jax.jit(make_predict(pot, False)), params, b)
