@@ -147,5 +147,14 @@ def main(argv=None) -> int:
         raise
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The ``jaxpot`` console command: restarts once with glibc's huge-page
+    malloc tunable (:mod:`jaxpot.runtime`), then runs :func:`main`."""
+    from .runtime import relaunch_with_tunables
+
+    relaunch_with_tunables()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
