@@ -15,7 +15,8 @@ same CPU, with matched settings:
     per-element reference energies by least squares (mace-torch --E0s average),
     energy scale = RMS of the training force components (mace-torch --model MACE
     --scaling rms_forces_scaling, shift 0); messages divided by the mean
-    neighbor count of the training data (both); float64; batch size 8;
+    neighbor count of the training data (both); float64 (``--dtype``); batch size 8
+    (jaxpot: packed graphs of at most 8 structures, see below);
     loss 1 * <(dE/N)^2> + 100 * <dF^2>; Adam at a constant learning rate
     (jaxpot schedule "constant", no warm-up; mace-torch's ReduceLROnPlateau
     with a patience longer than the run; mace-torch uses AMSGrad, its default,
@@ -29,10 +30,17 @@ Timing: jaxpot's per-epoch wall times are the ``time_s`` column of
 mace-torch's are the differences between the timestamps of its per-epoch
 validation log lines ("Epoch N: ..."), the first measured from its
 "Started training" line, so both include the validation pass. The first epoch
-(jaxpot: XLA compilation of every padded batch shape; mace-torch: first
-touches) is reported apart; steady state is the mean of the remaining epochs.
+(jaxpot: XLA compilation of its training and validation steps; mace-torch:
+first touches) is reported apart; steady state is the mean of the remaining epochs.
 Preparation before training (reading, neighbor lists, E0 fit; jaxpot also the
 jax import) is reported as process wall time minus training time.
+
+jaxpot packs the structures of a batch into one graph (``[fit] batching =
+"auto"``: at most 8 structures and 1.2 x 8 x the mean atom and pair counts
+per batch, so a batch holds ~7.5 structures on average and an epoch has a
+few more steps than mace-torch's 50). Both processes run with the same
+GLIBC_TUNABLES (``--tunables on``: ``glibc.malloc.hugetlb=1``, which the
+``jaxpot`` command sets for itself, jaxpot.runtime).
 Errors: jaxpot's from its ``summary.json``; mace-torch's saved model is
 evaluated with ``mace_eval_configs`` and the errors computed here with the same formulas:
 energy MAE per atom, force-component MAE and RMSE.
@@ -162,11 +170,13 @@ from jaxpot.training.fit import train
 cfg = json.load(open(sys.argv[1]))
 s = train(cfg, overwrite=True, progress=False, log=lambda *a: None)
 s["process_seconds_after_imports"] = time.perf_counter() - t0
-from jaxpot.training.data import Batcher, read_labelled
+from jaxpot.training.data import read_labelled
+from jaxpot.training.fit import make_batcher
 d, f = cfg["data"], cfg["fit"]
-b = Batcher(read_labelled(d["train"]), cutoff=cfg["model"]["cutoff"], batch_size=f["batch_size"])
+b = make_batcher(s["batching"], read_labelled(d["train"]), cutoff=cfg["model"]["cutoff"],
+                 batch_size=f["batch_size"], seed=d["seed"])
 s["steps_per_epoch"] = len(b)
-s["batch_shapes"] = len(b.groups)
+s["batch_shapes"] = len(b.groups) if hasattr(b, "groups") else 1
 json.dump(s, open(sys.argv[2], "w"))
 """
 
@@ -180,13 +190,13 @@ def run_jaxpot(work: Path, paths: dict, a) -> dict:
         "fit": {"epochs": a.epochs, "max_time_minutes": a.jaxpot_max_minutes, "batch_size": a.batch_size,
                 "learning_rate": a.lr, "optimizer": "adam", "schedule": "constant",
                 "warmup_epochs": 0.0, "clip_norm": 10.0, "ema_decay": 0.99, "energy_weight": 1.0,
-                "forces_weight": 100.0, "dtype": "float64", "seed": a.seed, "patience": 10 ** 6,
+                "forces_weight": 100.0, "dtype": a.dtype, "seed": a.seed, "patience": 10 ** 6,
                 "eval_every": 1},
         "output": {"directory": str(out_dir)},
     }
     (work / "jaxpot_config.json").write_text(json.dumps(cfg, indent=1))
     (work / "jaxpot_runner.py").write_text(JAXPOT_RUNNER)
-    env = dict(os.environ)
+    env = process_env(a)
     t0 = time.perf_counter()
     with LoadSampler() as load, open(work / "jaxpot.log", "w") as log:
         rc = subprocess.run([sys.executable, str(work / "jaxpot_runner.py"), str(work / "jaxpot_config.json"),
@@ -211,6 +221,7 @@ def run_jaxpot(work: Path, paths: dict, a) -> dict:
             "validation": summary.get("validation"), "test": summary.get("test"),
             "best_epoch": summary.get("best_epoch"), "load": load.summary(),
             "steps_per_epoch": summary.get("steps_per_epoch"), "batch_shapes": summary.get("batch_shapes"),
+            "batching": summary.get("batching"),
             "jaxpot_summary_total_seconds": summary.get("total_seconds"),
             **({"partial": f"stopped by its time budget after {len(rows)} epochs"}
                if summary.get("stopped_by") == "time budget" else {}),
@@ -270,7 +281,7 @@ def run_mace(work: Path, paths: dict, a) -> dict:
         shutil.rmtree(mdir)
     mdir.mkdir()
     shims, used = shim_dir(work)
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.torch_threads), MKL_NUM_THREADS=str(a.torch_threads))
+    env = dict(process_env(a), OMP_NUM_THREADS=str(a.torch_threads), MKL_NUM_THREADS=str(a.torch_threads))
     env["PYTHONPATH"] = os.pathsep.join([str(shims)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     exe = shutil.which("mace_run_train") or "mace_run_train"
     cmd = [exe, "--name", "bench", "--seed", str(a.seed), "--work_dir", str(mdir),
@@ -285,7 +296,7 @@ def run_mace(work: Path, paths: dict, a) -> dict:
            "--patience", str(10 ** 6), "--clip_grad", "10.0", "--ema", "--ema_decay", "0.99",
            "--loss", "weighted", "--energy_weight", "1.0", "--forces_weight", "100.0",
            "--max_num_epochs", str(a.epochs), "--eval_interval", "1", "--error_table", "PerAtomMAE",
-           "--default_dtype", "float64", "--device", "cpu", "--plot", "False"]
+           "--default_dtype", a.dtype, "--device", "cpu", "--plot", "False"]
     t0 = time.time()
     with LoadSampler() as load, open(work / "mace.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=mdir, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -366,7 +377,7 @@ def run_mace(work: Path, paths: dict, a) -> dict:
     try:
         r = subprocess.run([ev, "--configs", str(work / "mace_eval_in.xyz"), "--model", str(model),
                             "--output", str(work / "mace_eval_out.xyz"), "--device", "cpu",
-                            "--default_dtype", "float64", "--batch_size", "16"],
+                            "--default_dtype", a.dtype, "--batch_size", "16"],
                            env=dict(env, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"), cwd=work,   # not timed
                            capture_output=True, text=True, timeout=a.eval_timeout)
     except subprocess.TimeoutExpired:
@@ -402,6 +413,19 @@ def at_budget(curve: list[dict], budget: float) -> dict | None:
     return done[-1] if done else None
 
 
+def process_env(a) -> dict:
+    """The environment of both training processes: with ``--tunables on``
+    glibc's huge-page malloc tunable, which the ``jaxpot`` command sets for
+    itself (jaxpot.runtime); the same for both codes."""
+    from jaxpot import runtime
+
+    if a.tunables == "on" and runtime.tunables_wanted():
+        return runtime.environment_with_tunables()
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env["JAXPOT_TUNABLES"] = "0"
+    return env
+
+
 def meV(x):
     return "" if x is None or not np.isfinite(x) else f"{1000 * x:.2f}"
 
@@ -414,7 +438,9 @@ def write_report(res: dict, out: Path):
          f"Run {res['date_utc']} on {res['machine']}; {c['n_train']} training / {c['n_valid']} validation "
          f"frames of `water_clusters.extxyz` (seed {c['seed']}), test = {res['test_structures']} frames of "
          f"`water_clusters_hot.extxyz` (450 K); {c['epochs']} epochs each, batch {c['batch_size']}, "
-         f"lr {c['lr']} (constant), float64, MACE 2 x 16 channels, l_max 2, correlation 3, cutoff 4.5 A. "
+         f"lr {c['lr']} (constant), {c.get('dtype', 'float64')}, MACE 2 x 16 channels, l_max 2, correlation 3, "
+         f"cutoff 4.5 A. Both processes' GLIBC_TUNABLES: `{c.get('glibc_tunables') or '(unset)'}`; jaxpot batches: "
+         f"{(res.get('jaxpot') or {}).get('batching') or 'padded'}. "
          f"Command: `{res['command']}`", ""]
     L += ["| code | threads | load avg during run (min/mean/max) | steps/epoch | first epoch s | s/epoch (steady) | "
           "structures/s (steady) | prep s | val E MAE meV/atom | val F MAE meV/A | val F RMSE meV/A | "
@@ -457,7 +483,7 @@ def write_report(res: dict, out: Path):
         L.append("")
     L += ["Notes:", "",
           "- Epoch wall times include the validation pass (both codes); steady state = mean over epochs 2..N. "
-          "First epoch: jaxpot compiles every padded batch shape (training and validation) in it. "
+          "First epoch: jaxpot compiles its training and validation steps in it (packed batches: one shape each). "
           "`prep s` = process wall time minus training time (imports, reading, neighbor lists, E0 fit; "
           "mace-torch also its final error tables, model compilation and saving; jaxpot its final evaluation).",
           "- Errors after the same number of epochs: the best EMA model by validation "
@@ -497,6 +523,9 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="both codes")
+    p.add_argument("--tunables", choices=("on", "off"), default="on",
+                   help="glibc.malloc.hugetlb=1 for both processes (as the jaxpot command sets it)")
     p.add_argument("--jaxpot-max-minutes", type=float, default=1e4,
                    help="safety net: jaxpot's own [fit] max_time_minutes")
     p.add_argument("--mace-timeout", type=float, default=None,
@@ -524,7 +553,8 @@ def main(argv=None):
            "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), CPU only",
            "command": "python experiments/bench_training.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "config": {"n_train": a.n_train, "n_valid": a.n_valid, "epochs": a.epochs, "batch_size": a.batch_size,
-                      "lr": a.lr, "seed": a.seed, "torch_threads": a.torch_threads, "architecture": ARCH},
+                      "lr": a.lr, "seed": a.seed, "torch_threads": a.torch_threads, "architecture": ARCH,
+                      "dtype": a.dtype, "glibc_tunables": process_env(a).get("GLIBC_TUNABLES", "")},
            "test_structures": sizes["test"], "uptime_before": uptime(), "notes": list(a.note)}
     print(res["uptime_before"], flush=True)
     if a.only in ("both", "jaxpot"):
