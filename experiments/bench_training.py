@@ -36,7 +36,7 @@ Preparation before training (reading, neighbor lists, E0 fit; jaxpot also the
 jax import) is reported as process wall time minus training time.
 
 jaxpot packs the structures of a batch into one graph (``[fit] batching =
-"auto"``: at most 8 structures and 1.2 x 8 x the mean atom and pair counts
+"auto"``: at most 8 structures and 1.05 x 8 x the mean atom and pair counts
 per batch, so a batch holds ~7.5 structures on average and an epoch has a
 few more steps than mace-torch's 50). Both processes run with the same
 GLIBC_TUNABLES (``--tunables on``: ``glibc.malloc.hugetlb=1``, which the

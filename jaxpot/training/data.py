@@ -527,14 +527,13 @@ class PackedBatcher:
     at most ``batch_size`` structures, ``atom_slots`` atoms and
     ``pair_slots`` half-list pairs. By default the slot budgets are
     ``slack`` x ``batch_size`` x the mean atom and pair counts (rounded up,
-    and at least the largest single structure); structures are taken in a
-    shuffled order (reproducible from ``seed`` and the epoch) and a batch is
-    closed when the next structure would exceed a budget. ``budget`` =
+    and at least the largest single structure); structures are packed in a
+    shuffled order (reproducible from ``seed`` and the epoch), see :meth:`plan`. ``budget`` =
     (atom_slots, pair_slots) reuses another batcher's shape (validation
     shares the training shape), grown where a structure would not fit."""
 
     def __init__(self, structures: list[Labelled], cutoff: float, batch_size: int, dtype=np.float64,
-                 seed: int = 0, slack: float = 1.2, budget: tuple[int, int] | None = None):
+                 seed: int = 0, slack: float = 1.05, budget: tuple[int, int] | None = None):
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if not structures:
@@ -562,21 +561,32 @@ class PackedBatcher:
         return self.atom_slots, self.pair_slots
 
     def plan(self, epoch: int | None = None) -> list[list[int]]:
-        """Structure indices of each batch; ``epoch=None`` keeps the file order."""
-        order = (np.arange(len(self.structures)) if epoch is None
-                 else np.random.default_rng([self.seed, epoch]).permutation(len(self.structures)))
-        out, cur, a, p = [], [], 0, 0
+        """Structure indices of each batch: structures in a shuffled order
+        (``epoch=None``: file order), each put into the open batch it fills
+        best (best fit, so batches come out nearly full), the batches then
+        in a shuffled order."""
+        rng = None if epoch is None else np.random.default_rng([self.seed, epoch])
+        order = np.arange(len(self.structures)) if rng is None else rng.permutation(len(self.structures))
+        A, P = self.atom_slots, self.pair_slots
+        bins: list[list] = []           # [members, atoms, pairs]
         for k in order:
             n, m = self._atoms[k], self._npairs[k]
-            if cur and (len(cur) == self.batch_size or a + n > self.atom_slots or p + m > self.pair_slots):
-                out.append(cur)
-                cur, a, p = [], 0, 0
-            cur.append(int(k))
-            a += n
-            p += m
-        if cur:
-            out.append(cur)
-        return out
+            best, room = None, None
+            for b in bins:
+                if len(b[0]) < self.batch_size and b[1] + n <= A and b[2] + m <= P:
+                    r = (A - b[1] - n) / A + (P - b[2] - m) / P
+                    if room is None or r < room:
+                        best, room = b, r
+            if best is None:
+                bins.append([[int(k)], n, m])
+            else:
+                best[0].append(int(k))
+                best[1] += n
+                best[2] += m
+        plan = [b[0] for b in bins]
+        if rng is not None:
+            plan = [plan[k] for k in rng.permutation(len(plan))]
+        return plan
 
     def __len__(self) -> int:
         return len(self.plan(0))
