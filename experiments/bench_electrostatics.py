@@ -129,6 +129,9 @@ def slopes(rows):
 
 
 def main(argv=None):
+    from jaxpot.runtime import relaunch_with_tunables
+
+    relaunch_with_tunables()      # the jaxpot command's huge-page malloc setting (jaxpot/runtime.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, smoke run (not written to results)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 20000])

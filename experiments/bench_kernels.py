@@ -186,6 +186,9 @@ def shipped_learning_curve(path, sizes, base_cfg):
 
 
 def main(argv=None):
+    from jaxpot.runtime import relaunch_with_tunables
+
+    relaunch_with_tunables()      # the jaxpot command's huge-page malloc setting (jaxpot/runtime.py)
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     args = ap.parse_args(argv)

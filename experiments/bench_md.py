@@ -243,6 +243,9 @@ def bench_openmm(atoms, dt, temperature, block, timing, threads=2):
 # ---------------------------------------------------------------------------
 
 def main(argv=None):
+    from jaxpot.runtime import relaunch_with_tunables
+
+    relaunch_with_tunables()      # the jaxpot command's huge-page malloc setting (jaxpot/runtime.py)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: LJ 500 and 216 waters, few steps")
     ap.add_argument("--lj", type=int, nargs="*", default=None, help="LJ atom counts (4 k^3)")

@@ -166,6 +166,9 @@ def mace_torch_case(atoms, dtype_name, cutoff=5.0):
 
 
 def main(argv=None):
+    from jaxpot.runtime import relaunch_with_tunables
+
+    relaunch_with_tunables()      # the jaxpot command's huge-page malloc setting (jaxpot/runtime.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smallest box, float64 only")
     ap.add_argument("--large", action="store_true", help="also 256 and 512 molecules")

@@ -198,6 +198,9 @@ def write_results(rows, args):
 
 
 def main():
+    from jaxpot.runtime import relaunch_with_tunables
+
+    relaunch_with_tunables()      # the jaxpot command's huge-page malloc setting (jaxpot/runtime.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--scale4", action="store_true", help="also the 2x2x1 tiled box (35468 atoms)")

@@ -191,6 +191,9 @@ def cases(quick):
 
 
 def main(argv=None):
+    from jaxpot.runtime import relaunch_with_tunables
+
+    relaunch_with_tunables()      # the jaxpot command's huge-page malloc setting (jaxpot/runtime.py)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes and few steps")
     ap.add_argument("--precision", nargs="*", default=["float32", "float64"], choices=["float32", "float64"])

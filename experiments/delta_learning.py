@@ -137,6 +137,9 @@ def fit(cfg: dict, name: str, steps: int, work: Path, frames_per_epoch: int):
 
 
 def main(argv=None):
+    from jaxpot.runtime import relaunch_with_tunables
+
+    relaunch_with_tunables()      # the jaxpot command's huge-page malloc setting (jaxpot/runtime.py)
     import copy
     import time
 

@@ -78,8 +78,11 @@ def sample(n_molecules: int, temperature: float, frames: int, *, stride: int = 2
     for _ in range(frames):
         dyn.run(stride)
         frame = Atoms(atoms.get_chemical_symbols(), positions=atoms.get_positions())
+        # the labels are the calculator's forces: without apply_constraint=False ASE
+        # returns them adjusted by the FixCom constraint of the MD run, which
+        # is not the gradient of the energy (the first shipped set had this bug)
         frame.calc = SinglePointCalculator(frame, energy=float(atoms.get_potential_energy()),
-                                           forces=atoms.get_forces().copy())
+                                           forces=atoms.get_forces(apply_constraint=False).copy())
         frame.info.update(n_molecules=n_molecules, temperature_K=temperature, method="GFN2-xTB")
         out.append(frame)
     return out

@@ -74,6 +74,9 @@ def run_config(name, structure, md, every, dtype):
 
 
 def main():
+    from jaxpot.runtime import relaunch_with_tunables
+
+    relaunch_with_tunables()      # the jaxpot command's huge-page malloc setting (jaxpot/runtime.py)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: 16 molecules, few steps")
     ap.add_argument("--report", action="store_true", help="only tabulate existing runs")
