@@ -22,4 +22,4 @@ def test_labels_match_a_fresh_gfn2_calculation():
         a = frames[k].copy()
         a.calc = tblite.TBLite(method="GFN2-xTB", verbosity=0)
         assert a.get_potential_energy() == pytest.approx(frames[k].get_potential_energy(), abs=1e-6)
-        np.testing.assert_allclose(a.get_forces(), frames[k].get_forces(), atol=1e-5)   # SCC tolerance
+        np.testing.assert_allclose(a.get_forces(), frames[k].get_forces(), rtol=1e-3, atol=1e-4)   # SCC convergence
