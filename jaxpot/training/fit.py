@@ -87,7 +87,7 @@ FIT_DEFAULTS = {
     "devices": 1,                  # data-parallel over this many devices (batch axis sharded)
     "max_shapes": 3,               # distinct padded atom counts (one compilation each; padded)
     "batching": "auto",            # packed | padded | auto (packed where the model allows it)
-    "pack_slack": 1.05,             # packed: slots per batch = slack x batch_size x mean atoms/pairs
+    "pack_slack": 1.05,            # packed: slots per batch = slack x batch_size x mean atoms/pairs
     "structure_batch": 0,          # structures vmapped together inside a step (0: the whole
                                    # batch; 1: one at a time, in a sequential map)
     "relative_parameters": "auto", # optimise p / |p_initial| (physics terms; "auto": all but ML
