@@ -47,6 +47,8 @@ def map_leading(fn: Callable, *args, batch: int = 0, groups: int = 1, gathers: b
     if not leaves:
         raise ValueError("map_leading needs at least one array argument")
     size = leaves[0].shape[0]
+    if not isinstance(groups, int) or groups < 1:
+        raise InputError(f"groups must be a positive integer, got {groups!r}")
     if size % groups:
         raise InputError(f"a batch axis of {size} does not split into {groups} equal groups")
     per = size // groups

@@ -43,6 +43,8 @@ def test_map_leading_rejects_uneven_groups_and_bad_batch():
     x = jnp.zeros((6, 2))
     with pytest.raises(InputError, match="4 equal groups"):
         map_leading(lambda y: y, x, groups=4)
+    with pytest.raises(InputError, match="groups must be a positive integer"):
+        map_leading(lambda y: y, x, groups=0)
     with pytest.raises(InputError, match="bead_batch"):
         pm.bead_energy_and_forces(lambda y: jnp.sum(y), bead_batch=-1)
 

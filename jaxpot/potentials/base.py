@@ -154,17 +154,15 @@ def sum_potentials(terms, name: str = "sum") -> Potential:
         def charges(params, positions, context):
             return sum(t.charges(params[k], positions, context) for k, t in charge_terms)
 
-    atom_energies = None
-    if all(t.atom_energies is not None for t in terms):
-        def atom_energies(params, positions, context):
-            return sum(t.atom_energies(p, positions, context) for t, p in zip(terms, params))
+    def atom_energies(params, positions, context):
+        return sum(t.atom_energies(p, positions, context) for t, p in zip(terms, params))
 
     return Potential(
         energy=energy, init=init, cutoff=max(t.cutoff for t in terms), name=name,
         translation_invariant=all(t.translation_invariant for t in terms),
         charges=charges, config={"kind": "sum", "terms": [t.config for t in terms]},
         neighbor_images="minimum" if any(t.neighbor_images == "minimum" for t in terms) else "all",
-        terms=terms, atom_energies=atom_energies,
+        terms=terms, atom_energies=atom_energies if all(t.atom_energies is not None for t in terms) else None,
     )
 
 

@@ -910,14 +910,12 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         for k, v in (("cutoff", cutoff), ("lj_cutoff", lj_cutoff), ("switch_distance", switch_distance)):
             if v is not None:
                 config[k] = v
-    charges_fn = None
-    if coul is not None:
-        def charges_fn(params, positions, context):
-            """Fixed force-field charges (N,) e."""
-            return params.charges
+    def charges_fn(params, positions, context):
+        """Fixed force-field charges (N,) e."""
+        return params.charges
 
     return Potential(energy=energy, init=init, cutoff=float(pot_cutoff), name=name, config=dict(config),
-                     charges=charges_fn)
+                     charges=charges_fn if coul is not None else None)
 
 
 # ---------------------------------------------------------------------------
