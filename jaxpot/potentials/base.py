@@ -149,10 +149,9 @@ def sum_potentials(terms, name: str = "sum") -> Potential:
         return sum(t.energy(p, positions, context) for t, p in zip(terms, params))
 
     charge_terms = [(k, t) for k, t in enumerate(terms) if t.charges is not None]
-    charges = None
-    if charge_terms:
-        def charges(params, positions, context):
-            return sum(t.charges(params[k], positions, context) for k, t in charge_terms)
+
+    def charges(params, positions, context):
+        return sum(t.charges(params[k], positions, context) for k, t in charge_terms)
 
     def atom_energies(params, positions, context):
         return sum(t.atom_energies(p, positions, context) for t, p in zip(terms, params))
@@ -160,7 +159,7 @@ def sum_potentials(terms, name: str = "sum") -> Potential:
     return Potential(
         energy=energy, init=init, cutoff=max(t.cutoff for t in terms), name=name,
         translation_invariant=all(t.translation_invariant for t in terms),
-        charges=charges, config={"kind": "sum", "terms": [t.config for t in terms]},
+        charges=charges if charge_terms else None, config={"kind": "sum", "terms": [t.config for t in terms]},
         neighbor_images="minimum" if any(t.neighbor_images == "minimum" for t in terms) else "all",
         terms=terms, atom_energies=atom_energies if all(t.atom_energies is not None for t in terms) else None,
     )
