@@ -29,13 +29,13 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 
 
-def run(kinds, sizes, minutes: float, steps: int, merge: bool = False):
+def run(kinds, sizes, minutes: float, steps: int, merge: bool = False, name: str = "learning_curves"):
     from jaxpot import io
     from jaxpot.training.fit import train
 
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "steps_per_fit": steps,
            "curves": {}}
-    old = RESULTS / "learning_curves.json"
+    old = RESULTS / f"{name}.json"
     if merge and old.exists():   # keep earlier rows of other kinds / sizes (same step budget only)
         prev = json.loads(old.read_text())
         if prev.get("steps_per_fit") == steps:
@@ -63,13 +63,13 @@ def run(kinds, sizes, minutes: float, steps: int, merge: bool = False):
             print(f"{kind:18s} {n:4d} frames {s['epochs']:4d} epochs  val F RMSE "
                   f"{1000 * s['validation']['forces_rmse_eV_per_A']:.1f}  hot F RMSE "
                   f"{1000 * s['test']['forces_rmse_eV_per_A']:.1f} meV/A", flush=True)
-            write(out)
+            write(out, name)
     return out
 
 
-def write(out):
+def write(out, name: str = "learning_curves"):
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "learning_curves.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
     lines = [f"# Learning curves on the shipped water clusters ({out['machine']}, "
              f"{out['steps_per_fit']} optimiser steps per fit)", "",
              "Errors in meV/atom (energy) and meV/A (forces); validation = 10 % of the 200-350 K frames, "
@@ -84,7 +84,7 @@ def write(out):
                          f"{1000 * v['forces_rmse_eV_per_A']:.1f} | {1000 * t['energy_mae_eV_per_atom']:.2f} | "
                          f"{1000 * t['forces_mae_eV_per_A']:.1f} | {1000 * t['forces_rmse_eV_per_A']:.1f} | "
                          f"{r['seconds']:.0f} |")
-    (RESULTS / "learning_curves.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None):
@@ -94,11 +94,12 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1500, help="optimiser steps per fit")
     ap.add_argument("--minutes", type=float, default=6.0, help="wall-clock cap per fit")
     ap.add_argument("--merge", action="store_true", help="keep earlier results of other kinds/sizes")
+    ap.add_argument("--name", default="learning_curves", help="results/NAME.{json,md}")
     args = ap.parse_args(argv)
     from jaxpot.runtime import relaunch_with_tunables
 
     relaunch_with_tunables()     # as the jaxpot command does (huge pages for XLA:CPU buffers)
-    run(args.kinds, args.sizes, args.minutes, args.steps, args.merge)
+    run(args.kinds, args.sizes, args.minutes, args.steps, args.merge, args.name)
 
 
 if __name__ == "__main__":
