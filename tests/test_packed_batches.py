@@ -115,3 +115,20 @@ def test_packed_batching_is_refused_with_a_reason_where_it_cannot_apply():
     assert batching_mode(mace, "auto", True) == "packed"
     assert batching_mode(mace, "auto", True, devices=2) == "padded"
     assert batching_mode(mace, "padded", True) == "padded"
+
+
+def test_saved_model_directories_keep_terms_and_per_atom_energies(tmp_path):
+    from jaxpot.potentials import build_potential
+    from jaxpot.potentials.saved import save_model
+
+    cfg = {"kind": "sum", "terms": [{"kind": "atomic_energies", "energies": {"H": -10.0, "O": -400.0}}, MACE]}
+    pot = build_potential(cfg, None)
+    params = pot.init(jax.random.PRNGKey(0), None)
+    save_model(tmp_path / "m", pot.config, params)
+    saved = build_potential({"kind": "model", "path": str(tmp_path / "m")}, None)
+    assert len(saved.terms) == 2 and saved.atom_energies is not None     # contraction and packing apply
+    frames = read_labelled("jaxpot:water_clusters.extxyz")[::200]
+    ref = _predict_all(pot, params, PackedBatcher(frames, pot.cutoff, batch_size=4), False)
+    got = _predict_all(saved, saved.init(None, None), PackedBatcher(frames, pot.cutoff, batch_size=4), False)
+    for k in ref:
+        assert got[k][0] == pytest.approx(ref[k][0], rel=1e-12)
