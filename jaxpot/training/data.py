@@ -176,6 +176,20 @@ def half_pairs(s: Labelled, cutoff: float):
     return i[keep], j[keep], S[keep]
 
 
+def structure_pairs(s: Labelled, cutoff: float, cache: dict | None = None):
+    """:func:`half_pairs` of ``s`` (none for ``cutoff <= 0``: potentials
+    that need no neighbor list), looked up in / stored into ``cache`` (keyed
+    by the structure's id) when one is given."""
+    if cutoff <= 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros((0, 3))
+    if cache is not None and id(s) in cache:
+        return cache[id(s)]
+    out = half_pairs(s, cutoff)
+    if cache is not None:
+        cache[id(s)] = out
+    return out
+
+
 def pad_size(n: int, minimum: int = 8) -> int:
     """Padded atom count: the next multiple of 8 up to 64 atoms, of 32 up to
     256, then the next power of two (few shapes, at most ~1/3 padding)."""
@@ -240,16 +254,7 @@ def make_batch(structures: list[Labelled], cutoff: float, n_pad: int, k_pad: int
         pos[k, n:] = 1e4 * (1.0 + np.arange(n_pad - n))[:, None]
         species[k, :n] = s.numbers
         cell[k] = s.cell
-        key = id(s)
-        if cutoff <= 0:          # potentials that need no neighbor list (all pairs)
-            i = j = np.zeros(0, np.int32)
-            S = np.zeros((0, 3))
-        elif pairs_cache is not None and key in pairs_cache:
-            i, j, S = pairs_cache[key]
-        else:
-            i, j, S = half_pairs(s, cutoff)
-            if pairs_cache is not None:
-                pairs_cache[key] = (i, j, S)
+        i, j, S = structure_pairs(s, cutoff, pairs_cache)
         m = len(i)
         idx[k, 0, :m], idx[k, 1, :m], shifts[k, :m], mask[k, :m] = i, j, S, True
         energy[k] = s.energy
@@ -310,7 +315,25 @@ def pad_levels(sizes, max_shapes: int) -> list[int]:
     return sorted(out)
 
 
-class Batcher:
+class _StructureBatcher:
+    """What both batchers hold: the structures, the cutoff (A), the batch
+    size, dtype and seed, and each structure's half pair list and its size
+    (``_npairs``)."""
+
+    def __init__(self, structures: list[Labelled], cutoff: float, batch_size: int, dtype, seed: int):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        self.structures = structures
+        self.cutoff = float(cutoff)
+        self.batch_size = int(batch_size)
+        self.dtype = dtype
+        self.seed = int(seed)
+        self._pairs: dict = {}
+        self._npairs = np.asarray([len(structure_pairs(s, self.cutoff, self._pairs)[0]) for s in structures],
+                                  int)
+
+
+class Batcher(_StructureBatcher):
     """Padded batches of a fixed set of structures for one cutoff (A).
 
     Structures are grouped into at most ``max_shapes`` padded atom counts
@@ -322,14 +345,7 @@ class Batcher:
 
     def __init__(self, structures: list[Labelled], cutoff: float, batch_size: int,
                  dtype=np.float64, seed: int = 0, pad: bool = True, max_shapes: int = 3):
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        self.structures = structures
-        self.cutoff = float(cutoff)
-        self.batch_size = int(batch_size)
-        self.dtype = dtype
-        self.seed = int(seed)
-        self._pairs: dict = {}
+        super().__init__(structures, cutoff, batch_size, dtype, seed)
         self.groups: dict[int, list[int]] = {}
         levels = pad_levels([s.n_atoms for s in structures], max_shapes) if pad else None
         for k, s in enumerate(structures):
@@ -338,13 +354,7 @@ class Batcher:
             self.groups.setdefault(n_pad, []).append(k)
         self.k_pad = {}
         for n_pad, members in self.groups.items():
-            most = 0
-            for k in members:
-                if self.cutoff <= 0:
-                    continue
-                i, j, S = half_pairs(structures[k], self.cutoff)
-                self._pairs[id(structures[k])] = (i, j, S)
-                most = max(most, len(i))
+            most = int(self._npairs[members].max())
             self.k_pad[n_pad] = max(64, -(-most // 64) * 64)
 
     def __len__(self) -> int:
@@ -467,13 +477,7 @@ def make_packed_batch(structures: list[Labelled], cutoff: float, atom_slots: int
     a = p = 0
     for k, s in enumerate(structures):
         n = s.n_atoms
-        if cutoff <= 0:
-            i = j = np.zeros(0, np.int64)
-            S = np.zeros((0, 3))
-        elif pairs_cache is not None and id(s) in pairs_cache:
-            i, j, S = pairs_cache[id(s)]
-        else:
-            i, j, S = half_pairs(s, cutoff)
+        i, j, S = structure_pairs(s, cutoff, pairs_cache)
         m = len(i)
         if a + n > atom_slots or p + m > pair_slots:
             raise ValueError(f"structures need {a + n} atom / {p + m} pair slots, the batch has "
@@ -520,7 +524,7 @@ def _round_up(x: float, step: int) -> int:
     return int(step * max(1, -(-int(np.ceil(x)) // step)))
 
 
-class PackedBatcher:
+class PackedBatcher(_StructureBatcher):
     """Packed batches (:class:`PackedBatch`) of a fixed set of structures.
 
     Every batch has the same shape, so the training step compiles once:
@@ -534,23 +538,12 @@ class PackedBatcher:
 
     def __init__(self, structures: list[Labelled], cutoff: float, batch_size: int, dtype=np.float64,
                  seed: int = 0, slack: float = 1.05, budget: tuple[int, int] | None = None):
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if not structures:
             raise InputError("no structures to batch")
-        self.structures = structures
-        self.cutoff = float(cutoff)
-        self.batch_size = int(batch_size)
-        self.dtype = dtype
-        self.seed = int(seed)
-        self._pairs: dict = {}
+        super().__init__(structures, cutoff, batch_size, dtype, seed)
         atoms = np.asarray([s.n_atoms for s in structures])
-        pairs = np.zeros(len(structures), int)
-        if self.cutoff > 0:
-            for k, s in enumerate(structures):
-                self._pairs[id(s)] = half_pairs(s, self.cutoff)
-                pairs[k] = len(self._pairs[id(s)][0])
-        self._atoms, self._npairs = atoms, pairs
+        pairs = self._npairs
+        self._atoms = atoms
         if budget is None:
             budget = (slack * batch_size * atoms.mean(), slack * batch_size * pairs.mean())
         self.atom_slots = _round_up(max(budget[0], atoms.max()), 16)

@@ -688,7 +688,8 @@ def _finish(cfg, out_dir, pot, params, train_set, val_set, test_set, history, se
         predict_jit = jax.jit(make_predict(pot, False))
     if batcher_for is None:
         def batcher_for(data):
-            return Batcher(data, cutoff=pot.cutoff, batch_size=f["batch_size"], seed=0, pad=_pads(pot.config))
+            return make_batcher("padded", data, cutoff=pot.cutoff, batch_size=f["batch_size"],
+                                pad=_pads(pot.config))
     summary = {"model": pot.config.get("kind"), "train_structures": len(train_set),
                "validation_structures": len(val_set), "test_structures": len(test_set)}
     summary.update(extra)
@@ -748,14 +749,14 @@ def parameter_scales(pcfg: dict, params, mode):
 def statistics_batch(batcher: Batcher, size: int = 64):
     """One padded batch of up to ``size`` training structures (a seeded
     sample) for data-dependent initialisation."""
-    from .data import half_pairs, make_batch, pad_size
+    from .data import make_batch, pad_size
 
     structs = batcher.structures
-    pick = np.random.default_rng([batcher.seed, 2]).permutation(len(structs))[:size]
-    sample = [structs[k] for k in np.sort(pick)]
+    pick = np.sort(np.random.default_rng([batcher.seed, 2]).permutation(len(structs))[:size])
+    sample = [structs[k] for k in pick]
     n_pad = max(pad_size(s.n_atoms) for s in sample)
-    k_pad = max([64] + [len(half_pairs(s, batcher.cutoff)[0]) for s in sample if batcher.cutoff > 0])
-    return make_batch(sample, batcher.cutoff, n_pad, k_pad, len(sample), batcher.dtype)
+    k_pad = max([64] + [int(batcher._npairs[k]) for k in pick])       # pair lists the batcher holds
+    return make_batch(sample, batcher.cutoff, n_pad, k_pad, len(sample), batcher.dtype, batcher._pairs)
 
 
 def data_dependent_init(pot, pcfg, params, batcher: Batcher):
