@@ -419,8 +419,9 @@ def process_env(a) -> dict:
     itself (jaxpot.runtime); the same for both codes."""
     from jaxpot import runtime
 
-    if a.tunables == "on" and runtime.tunables_wanted():
-        return runtime.environment_with_tunables()
+    if a.tunables == "on":
+        # already set by the caller, or not applicable here: the environment as it is
+        return runtime.environment_with_tunables() if runtime.tunables_wanted() else dict(os.environ)
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env["JAXPOT_TUNABLES"] = "0"
     return env
