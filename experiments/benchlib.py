@@ -8,7 +8,7 @@ import time
 import jax
 import numpy as np
 
-from jaxpot.neighbors import neighbor_list
+from jaxpot.clusters import neighbor_fns_for
 from jaxpot.potentials import build_potential
 from jaxpot.potentials.base import Context
 from jaxpot.simulate import (MD_DEFAULTS, cast_params, classical_engine, grow_neighbor_list, make_block,
@@ -60,8 +60,8 @@ def jaxpot_engine(atoms, spec, md_overrides, dtype_name):
     engine = make(pot, params, system, ctx, md)[0]
     fns = nbr = None
     if pot.cutoff > 0:
-        fns = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic, skin=neighbor_skin(md),
-                            images=pot.neighbor_images)
+        fns = neighbor_fns_for(pot, np.asarray(system.cell), system.periodic, system.n_atoms,
+                               skin=neighbor_skin(md), layout=md["neighbor_layout"], positions=system.positions)
         nbr = fns.allocate(system.positions, system.cell)
     state = engine.init(jax.random.PRNGKey(1), nbr)
     return system, pot, params, ctx, engine, fns, engine.place(nbr), state

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import io, units
 from .build import build_structure
-from .neighbors import neighbor_list
+from .clusters import NEIGHBOR_LAYOUTS, neighbor_fns_for
 from .potentials import build_potential
 from .potentials.base import Context, bind, virial
 from .space import volume
@@ -50,6 +50,7 @@ MD_DEFAULTS = {
     "propagator": "exact",
     "nhc_length": 3,
     "skin": 1.0,                   # A, neighbor-list skin
+    "neighbor_layout": "auto",     # auto | pairs | clusters (cluster-pair lists for force fields)
     "dtype": "float64",            # float64 | float32
     "block_steps": 1000,           # steps per jit-compiled block (rounded to rows)
     "remove_com": None,            # default: when the potential is translation invariant (classical)
@@ -93,6 +94,9 @@ def resolve_config(config: dict) -> dict:
     if md["thermostat"] not in THERMOSTATS[md["ensemble"]]:
         raise InputError(f"thermostat {md['thermostat']!r} does not go with ensemble {md['ensemble']!r} "
                          f"(use one of: {', '.join(THERMOSTATS[md['ensemble']])})")
+    if md["neighbor_layout"] not in NEIGHBOR_LAYOUTS:
+        raise InputError(f"unknown neighbor_layout {md['neighbor_layout']!r} (use one of: "
+                         f"{', '.join(NEIGHBOR_LAYOUTS)})")
     if md["beads"] != 1 and md["ensemble"] != "pimd":
         raise InputError("beads > 1 needs ensemble = 'pimd'")
     if md["ensemble"] == "pimd" and int(md["beads"]) < 1:
@@ -397,8 +401,8 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
                 import sys
                 print(f"jaxpot: note: {cutoff_scheme_hint(np.asarray(system.cell), pot.cutoff)}; "
                       "running with images='minimum' as configured", file=sys.stderr)
-        nbr_fns = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic, skin=skin,
-                                images=pot.neighbor_images)
+        nbr_fns = neighbor_fns_for(pot, np.asarray(system.cell), system.periodic, system.n_atoms, skin=skin,
+                                   layout=md["neighbor_layout"], positions=system.positions)
         nbr = nbr_fns.allocate(system.positions, system.cell)
         if nbr.did_overflow():   # the starting forces must come from a complete list
             nbr = nbr_fns.reallocate(nbr, system.positions, system.cell)

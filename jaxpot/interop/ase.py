@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from ..neighbors import neighbor_list
+from ..clusters import neighbor_fns_for
 from ..potentials import build_potential
 from ..potentials.base import Context, Potential, energy_and_forces, energy_forces_stress
 from ..system import InputError, from_ase
@@ -83,8 +83,8 @@ class JaxpotCalculator(Calculator):
         self._nbr = None
         if pot.cutoff > 0:
             # the skin lets the image set cover cells within 1% of this one
-            self._nbr = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic,
-                                      skin=0.5, images=pot.neighbor_images)
+            self._nbr = neighbor_fns_for(pot, np.asarray(system.cell), system.periodic, system.n_atoms,
+                                         skin=0.5, positions=system.positions)
         self._nbr_state = None
         if self._nbr is not None:
             self._update = jax.jit(self._nbr.update)

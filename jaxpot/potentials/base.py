@@ -87,6 +87,10 @@ class Potential:
         it sees nothing but the neighbor list's pair vectors and the species,
         so disjoint structures packed into one graph (training batches) get
         their own energies from one call.
+    cluster_exclusions: for pair potentials that can also read a
+        cluster-pair list (:mod:`jaxpot.clusters`): the (E, 2) atom pairs the
+        list's tiles must leave out (exclusions and 1-4 pairs the potential
+        handles itself); None for potentials that read only pair lists.
     """
 
     energy: Callable[[Any, jnp.ndarray, Context], jnp.ndarray]
@@ -99,6 +103,7 @@ class Potential:
     neighbor_images: str = "all"
     terms: tuple = ()
     atom_energies: Optional[Callable] = None
+    cluster_exclusions: Optional[np.ndarray] = None
 
 
 def esum(x):
@@ -162,7 +167,20 @@ def sum_potentials(terms, name: str = "sum") -> Potential:
         charges=charges if charge_terms else None, config={"kind": "sum", "terms": [t.config for t in terms]},
         neighbor_images="minimum" if any(t.neighbor_images == "minimum" for t in terms) else "all",
         terms=terms, atom_energies=atom_energies if all(t.atom_energies is not None for t in terms) else None,
+        cluster_exclusions=_shared_cluster_exclusions(terms),
     )
+
+
+def _shared_cluster_exclusions(terms):
+    """A sum reads a cluster-pair list only if every term that needs
+    neighbors can, with the same excluded pairs."""
+    users = [t for t in terms if t.cutoff > 0]
+    if not users or any(t.cluster_exclusions is None for t in users):
+        return None
+    keys = [{(min(a, b), max(a, b)) for a, b in np.asarray(t.cluster_exclusions).tolist()} for t in users]
+    if any(k != keys[0] for k in keys[1:]):
+        return None
+    return np.asarray(users[0].cluster_exclusions)
 
 
 def energy_and_forces(potential: Potential):

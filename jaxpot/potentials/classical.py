@@ -38,6 +38,7 @@ from flax import struct
 from .. import units
 from ..space import volume
 from ..system import InputError, System
+from ..clusters import ClusterNeighborList
 from .base import Potential, esum, pairs, safe_norm
 
 COMBINATION_RULES = ("lorentz-berthelot", "geometric")
@@ -807,6 +808,70 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         coul = make_coulomb(coulomb, None if cell is None else np.asarray(cell, np.float64),
                             cutoff, accuracy=accuracy, **dict(coulomb_options or {}))
 
+    # cluster-pair lists (jaxpot.clusters): the same nonbonded sum in dense C x C tiles
+    cluster_ok = periodic and not all_pairs and (has_lj or coulomb is not None)
+    nb_cut = max(c for c in (cutoff, lj_cutoff) if c is not None) if cluster_ok else 0.0
+    use_nbfix = bool(topology.nbfix.any())
+
+    def cluster_pair_fn(r2, fi, fj, shared):
+        r = jnp.sqrt(r2)
+        u = jnp.zeros(r2.shape, r2.dtype)
+        k = 0
+        if coul is not None:
+            uc = units.KE * fi[0] * fj[0] * coul.point_pair_kernel(r)
+            if cutoff is not None and cutoff < nb_cut:
+                uc = jnp.where(r2 < cutoff * cutoff, uc, 0.0)
+            u = u + uc
+            k = 1
+        if has_lj:
+            if use_nbfix:
+                sig_t, eps_t = shared
+                ti, tj = fi[k].astype(jnp.int32), fj[k].astype(jnp.int32)
+                sig, eps = sig_t[ti, tj], eps_t[ti, tj]
+            elif topology.combination_rule == "lorentz-berthelot":
+                sig, eps = fi[k] + fj[k], fi[k + 1] * fj[k + 1]      # sigma/2 and sqrt(eps) per atom
+            else:
+                sig, eps = fi[k] * fj[k], fi[k + 1] * fj[k + 1]      # sqrt(sigma) and sqrt(eps)
+            s2 = sig * sig / r2
+            s6 = s2 * s2 * s2
+            ul = 4.0 * eps * (s6 * s6 - s6)
+            if switch_distance is not None:
+                ul = ul * switch_function(r, switch_distance, lj_cutoff)
+            elif lj_shift:
+                ul = ul - lj_energy(jnp.asarray(lj_cutoff, r.dtype), sig, eps)
+            if lj_cutoff < nb_cut:
+                ul = jnp.where(r2 < lj_cutoff * lj_cutoff, ul, 0.0)
+            u = u + ul
+        return u
+
+    if cluster_ok:
+        from ..clusters import cluster_pair_sum
+        cluster_sum = cluster_pair_sum(cluster_pair_fn, nb_cut)
+
+    def cluster_nonbonded(p, positions, c, nbl):
+        """Energy (eV) of the nonbonded pairs of a cluster-pair list."""
+        from ..clusters import gather_slots
+        dtype = positions.dtype
+        nc, cs = nbl.n_clusters, nbl.cluster_size
+
+        def per_slot(v, fill=0.0):
+            return gather_slots(jnp.asarray(v, dtype), nbl.slots, nc, cs, fill)
+        xc = per_slot(positions - nbl.wrap.astype(dtype) @ c)
+        feats, shared = [], ()
+        if coul is not None:
+            feats.append(per_slot(p.charges))
+        if has_lj:
+            if use_nbfix:
+                feats.append(per_slot(types.astype(dtype)))
+                shared = _lj_tables(topology, p)
+            else:
+                # per-atom factors of the combination rule, so a pair costs no sqrt
+                sig_a = p.lj_sigma[types]
+                sig_f = 0.5 * sig_a if topology.combination_rule == "lorentz-berthelot" else _safe_sqrt(sig_a)
+                feats += [per_slot(sig_f, 1.0), per_slot(_safe_sqrt(p.lj_epsilon[types]))]
+        return cluster_sum(xc, nbl.shifts.astype(dtype) @ c, tuple(feats), shared,
+                           nbl.pair_a, nbl.pair_b, nbl.pair_mask)
+
     def nonbonded_pairs(positions, context, inv):
         if all_pairs:
             dr = positions[tri_j] - positions[tri_i]
@@ -850,11 +915,19 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
 
         if not has_lj and coul is None:
             return e
-        i, j, dr, mask = nonbonded_pairs(positions, context, inv)
         if has_lj:
             sig_t, eps_t = _lj_tables(top, p)
+        clustered = isinstance(context.neighbors, ClusterNeighborList)
+        if clustered:
+            if not cluster_ok:
+                raise InputError(f"{name}: this potential cannot read a cluster-pair neighbor list")
+            e += cluster_nonbonded(p, positions, c, context.neighbors)
+            i = j = jnp.zeros(0, jnp.int32)
+            dr, mask = jnp.zeros((0, 3), dtype), jnp.zeros(0, bool)
+        else:
+            i, j, dr, mask = nonbonded_pairs(positions, context, inv)
         r = safe_norm(dr)
-        if has_lj:
+        if has_lj and not clustered:
             ti, tj = types[i], types[j]
             sig, eps = sig_t[ti, tj], eps_t[ti, tj]
             lj_mask = mask if lj_cutoff is None else mask & (r < lj_cutoff)
@@ -865,6 +938,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
             elif lj_shift:
                 u = u - lj_energy(jnp.asarray(lj_cutoff, dtype), sig, eps)
             e += esum(jnp.where(lj_mask, u, 0.0))
+        if has_lj:
             if dispersion_correction:
                 e += dispersion_correction_energy(c, type_counts, sig_t, eps_t, lj_cutoff,
                                                   switch_distance).astype(jnp.float64)
@@ -915,7 +989,8 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         return params.charges
 
     return Potential(energy=energy, init=init, cutoff=float(pot_cutoff), name=name, config=dict(config),
-                     charges=charges_fn if coul is not None else None)
+                     charges=charges_fn if coul is not None else None,
+                     cluster_exclusions=excl_all.reshape(-1, 2) if cluster_ok else None)
 
 
 # ---------------------------------------------------------------------------

@@ -395,6 +395,23 @@ class Coulomb:
             return self.energy(positions, charges, cell, i, j, dr, mask, **fixed)
         return fn
 
+    def point_pair_kernel(self, r):
+        """The real-space kernel f(r) (1/A) between point charges inside the
+        cutoff, so that a pair within it contributes KE q_i q_j f(r) eV:
+        erfc(alpha r)/r (Ewald/PME), 1/r, or the shifted or reaction-field
+        forms of "cutoff"."""
+        if self.method in ("ewald", "pme"):
+            return ewald_real_kernel(r, self.alpha)
+        f = _inv(r)
+        if self.method == "cutoff" and self.cutoff_scheme != "plain":
+            rc = self.cutoff
+            if self.cutoff_scheme == "shifted":
+                return f - 1.0 / rc
+            eps = self.dielectric
+            k_rf = 0.0 if eps <= 1 else (eps - 1.0) / ((2.0 * eps + 1.0) * rc ** 3)
+            f = f + k_rf * r * r - (1.0 / rc + k_rf * rc ** 2)
+        return f
+
     # ---------------- pieces -----------------
     def _pair_energy(self, charges, i, j, dr, mask, widths):
         r = safe_norm(dr)
