@@ -114,10 +114,10 @@ def openmm_runs(system, pos, platform_name, timing_ef, timing_md):
     return dict(energy_eV=e, forces=f, setup_s=setup, ef_ms=1e3 / ef_rate, steps_per_s=md_rate)
 
 
-def jaxpot_runs(xml_path, atoms, dtype_name, timing_ef, timing_md, block_steps):
+def jaxpot_runs(xml_path, atoms, dtype_name, timing_ef, timing_md, block_steps, layout="auto"):
     spec = {"kind": "openmm", "system": str(xml_path)}
     md = {"ensemble": "nvt", "thermostat": "langevin", "timestep": DT_FS, "temperature": T_K,
-          "tau": 1000.0 / FRICTION_PS}
+          "tau": 1000.0 / FRICTION_PS, "neighbor_layout": layout}
     t0 = time.perf_counter()
     system, pot, params, ctx, engine, fns, nbr, state = jaxpot_engine(atoms, spec, md, dtype_name)
     import_s = time.perf_counter() - t0
@@ -132,7 +132,7 @@ def jaxpot_runs(xml_path, atoms, dtype_name, timing_ef, timing_md, block_steps):
     md_rate = timer(timing_md)
     return dict(energy_eV=float(e), forces=np.asarray(f, np.float64), import_s=import_s,
                 ef_compile_s=ef_compile, md_compile_s=compile_s, ef_ms=1e3 / ef_rate, steps_per_s=md_rate,
-                pairs=int(nbr.mask.sum()) if hasattr(nbr, "mask") else None)
+                layout=type(nbr).__name__)
 
 
 def bench_system(label, tiles, args, rows):

@@ -23,12 +23,12 @@ from jaxpot.system import InputError
 RC, SKIN = 8.0, 1.0
 
 
-def fluid(seed=0, reps=7):
-    """A disordered LJ-like fluid of 1372 atoms in a 36.8 A cube: fcc argon
-    shaken by 0.35 A, so the clusters are irregular."""
+def fluid(seed=0, reps=7, shake=0.35):
+    """A disordered LJ-like configuration of 1372 atoms in a 36.8 A cube:
+    fcc argon shaken by ``shake`` A, so the clusters are irregular."""
     atoms = bulk("Ar", "fcc", a=5.26, cubic=True).repeat(reps)
     rng = np.random.default_rng(seed)
-    pos = atoms.positions + rng.normal(scale=0.35, size=atoms.positions.shape)
+    pos = atoms.positions + rng.normal(scale=shake, size=atoms.positions.shape)
     return pos, np.asarray(atoms.cell)
 
 
@@ -227,7 +227,7 @@ def test_md_with_cluster_and_pair_layouts_follows_the_same_trajectory(tmp_path, 
     from jaxpot import io
     from jaxpot.simulate import run_md
 
-    pos, cell = fluid(seed=8)
+    pos, cell = fluid(seed=8, shake=0.1)
     from ase import Atoms
     atoms = Atoms("Ar" * len(pos), positions=pos, cell=cell, pbc=True)
     atoms.numbers[::3] = 36
