@@ -66,6 +66,7 @@ class ClusterNeighborList:
     n_pairs: jnp.ndarray      # int32 cluster pairs found at the last build (can exceed K)
     max_row: jnp.ndarray      # int32 most partners of one cluster at the last build
     max_extent: jnp.ndarray   # float: largest cluster half-extent at the last build, A
+    images_ok: jnp.ndarray    # bool, sticky: no cluster pair had two images in range at any build
     overflow: jnp.ndarray     # bool, sticky: some build overflowed or broke the image condition
     n_builds: jnp.ndarray     # int32
     row_capacity: int = struct.field(pytree_node=False, default=0)
@@ -195,10 +196,7 @@ class ClusterListFns:
         ctr = jnp.where(live[:, None], 0.5 * (lo + hi), 0.0)
         half = jnp.where(live[:, None], 0.5 * (hi - lo), 0.0)
         rc = self.cutoff + self.skin
-        # the minimum image of the centres is every atom pair's image when
-        # rc + 2 max half-extent < L / 2 along each axis
         max_half = jnp.max(half, axis=0)
-        image_ok = jnp.all(rc + 2.0 * max_half < 0.5 * lengths)
 
         nb = -(-nc // self.block)
         rows = jnp.arange(nb * self.block, dtype=jnp.int32).reshape(nb, self.block)
@@ -209,14 +207,22 @@ class ClusterListFns:
             d = ctr[None, :, :] - ctr[a][:, None, :]                    # (B, NC, 3)
             s = -jnp.round(d / lengths)
             d = d + s * lengths
-            gap = jnp.maximum(jnp.abs(d) - half[a][:, None, :] - half[None, :, :], 0.0)
-            ok = ((cols[None, :] >= a[:, None]) & live[a][:, None] & live[None, :]
-                  & (jnp.sum(gap * gap, axis=-1) < rc * rc) & (ia[:, None] < nc))
+            hsum = half[a][:, None, :] + half[None, :, :]
+            gap = jnp.maximum(jnp.abs(d) - hsum, 0.0)
+            g2 = jnp.sum(gap * gap, axis=-1)
+            pair = (cols[None, :] >= a[:, None]) & live[a][:, None] & live[None, :] & (ia[:, None] < nc)
+            ok = pair & (g2 < rc * rc)
+            # each cluster pair is listed at the minimum image of its centres,
+            # which is exact unless the next image along some axis is also in
+            # range (clusters long compared with L/2 - rc - skin): flag that
+            alt = jnp.maximum(lengths - jnp.abs(d) - hsum, 0.0)
+            two_images = pair & jnp.any(g2[..., None] - gap * gap + alt * alt < rc * rc, axis=-1)
             sel, valid, cnt = jax.vmap(lambda f: _compact(f, row_capacity))(ok)
             s_sel = jnp.take_along_axis(s, sel[..., None], axis=1)
-            return sel, s_sel, valid, cnt
+            return sel, s_sel, valid, cnt, jnp.any(two_images)
 
-        b_sel, s_sel, valid, cnt = jax.lax.map(row_block, rows)
+        b_sel, s_sel, valid, cnt, two_images = jax.lax.map(row_block, rows)
+        image_ok = ~jnp.any(two_images)
         b_sel = b_sel.reshape(-1, row_capacity)[:nc]
         s_sel = s_sel.reshape(-1, row_capacity, 3)[:nc]
         valid = valid.reshape(-1, row_capacity)[:nc]
@@ -238,11 +244,12 @@ class ClusterListFns:
         n_builds = jnp.int32(1)
         if prev is not None:
             over = over | prev.overflow
+            image_ok = image_ok & prev.images_ok
             n_builds = prev.n_builds + 1
         return ClusterNeighborList(
             slots=slots, wrap=wrap, pair_a=pa.astype(jnp.int32), pair_b=pb.astype(jnp.int32),
             shifts=sh, pair_mask=pm, reference=reference, n_pairs=n_pairs.astype(jnp.int32),
-            max_row=max_row, max_extent=jnp.max(max_half), overflow=over, n_builds=n_builds,
+            max_row=max_row, max_extent=jnp.max(max_half), images_ok=image_ok, overflow=over, n_builds=n_builds,
             row_capacity=row_capacity, cluster_size=c)
 
     # ---------------- host and loop interface -----------------
@@ -271,14 +278,13 @@ class ClusterListFns:
         return self._images_ok(self._build_cap(jnp.asarray(positions), cell, 8, self.n_clusters), cell)
 
     def _images_ok(self, nbr, cell):
-        lengths = np.diag(np.asarray(cell))
-        return bool(np.all(self.cutoff + self.skin + 2.0 * float(nbr.max_extent) < 0.5 * lengths))
+        return bool(nbr.images_ok)
 
     def reallocate(self, nbr: ClusterNeighborList, positions, cell) -> ClusterNeighborList:
         """A larger list after an overflow (host); a broken image condition
         is an error, since more capacity cannot mend it."""
         probe = self._build_cap(jnp.asarray(positions), cell, 8, self.n_clusters)
-        if not self._images_ok(probe, cell):
+        if not (self._images_ok(probe, cell) and bool(nbr.images_ok)):
             raise NeighborListOverflow(
                 f"clusters now extend up to {float(probe.max_extent):.2f} A, too wide for the cluster-pair "
                 f"list's minimum-image rule at cutoff + skin = {self.cutoff + self.skin} A in this cell; "
