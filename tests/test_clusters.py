@@ -249,3 +249,20 @@ def test_md_with_cluster_and_pair_layouts_follows_the_same_trajectory(tmp_path, 
     for col in ("potential_energy_eV", "conserved_eV"):
         a, b = np.asarray(thermo["clusters"][col]), np.asarray(thermo["pairs"][col])
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=0)
+
+
+def test_a_cluster_pair_in_range_at_two_images_is_refused_and_auto_falls_back_to_pairs():
+    """Each cluster pair is listed at one image; when the cell leaves so
+    little room (L/2 - cutoff - skin ~ 4 A) that two images of some cluster
+    pair come within range, allocation refuses with a reason and the "auto"
+    layout takes a pair list instead."""
+    pos, cell = fluid()                      # 36.8 A cube, cluster half-extents up to ~4 A
+    rc = 0.5 * 36.8 - 1.0 - 4.2
+    top, params = force_field(len(pos), np.random.default_rng(6), charges=False)
+    pot = cl.classical_potential(top, params, cutoff=rc, cell=cell, coulomb=None)
+    fns = cluster_list(rc, cell, len(pos), skin=SKIN, excluded=pot.cluster_exclusions)
+    assert not fns.fits(pos, cell)
+    with pytest.raises(ClusterLayoutError, match="too wide"):
+        fns.allocate(jnp.asarray(pos), jnp.asarray(cell))
+    auto = neighbor_fns_for(pot, cell, True, len(pos), skin=SKIN, positions=jnp.asarray(pos))
+    assert isinstance(auto.allocate(jnp.asarray(pos), jnp.asarray(cell)), NeighborList)
