@@ -96,6 +96,7 @@ def test_cluster_pairs_give_the_pair_list_energy_forces_and_stress(case):
     assert_same(*both_layouts(pot, params, pos, cell))
 
 
+@pytest.mark.slow   # CI budget; run with -m slow
 def test_float32_cluster_pairs_agree_with_float64_pair_list():
     pos, cell = fluid()
     top, params = force_field(len(pos), np.random.default_rng(2))
@@ -110,6 +111,7 @@ def test_float32_cluster_pairs_agree_with_float64_pair_list():
     assert rms < 1e-4
 
 
+@pytest.mark.slow   # CI budget; the MD test below rebuilds inside a run
 def test_cluster_list_is_reused_within_the_skin_and_rebuilt_beyond_it():
     """Within skin/2 the old list still holds every pair inside the cutoff;
     beyond it update() rebuilds; both give the fresh pair-list energy. The
@@ -216,7 +218,7 @@ def test_layout_choice_and_errors_name_the_reason():
         pot_direct.energy(params, jnp.asarray(pos), Context(jnp.zeros(len(pos), jnp.int32), jnp.asarray(cell), nbr))
 
 
-@pytest.mark.parametrize("ensemble", ["nvt", "pimd"])
+@pytest.mark.parametrize("ensemble", ["nvt", pytest.param("pimd", marks=pytest.mark.slow)])
 def test_md_with_cluster_and_pair_layouts_follows_the_same_trajectory(tmp_path, ensemble):
     """``jaxpot md`` on a 1372-atom LJ mixture: the same seed with
     neighbor_layout = "clusters" and "pairs" gives the same energies step
