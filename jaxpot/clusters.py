@@ -153,7 +153,7 @@ class ClusterListFns:
         object.__setattr__(self, "_build_cap", jax.jit(self.build, static_argnums=(2, 3)))
 
     def _build_for_restart(self, positions, cell, capacity, row_capacity, cell_capacity=0):
-        return self.build(positions, cell, capacity, row_capacity)
+        return self.build(positions, cell, capacity, row_capacity, cell_capacity)
 
     # ---------------- clusters -----------------
     def _clusters(self, frac_wrapped):
@@ -176,8 +176,11 @@ class ClusterListFns:
         slots = jnp.full(m, n, jnp.int32).at[slot].set(order.astype(jnp.int32), mode="drop")
         return slots, jnp.sum(per_col)
 
-    def build(self, positions, cell, capacity: int, row_capacity: int, prev=None) -> ClusterNeighborList:
-        """Pure build at fixed capacities (jit-able)."""
+    def build(self, positions, cell, capacity: int, row_capacity: int, cell_capacity: int = 0,
+              prev=None) -> ClusterNeighborList:
+        """Pure build at fixed capacities (jit-able); the arguments of
+        :meth:`jaxpot.neighbors.NeighborListFns.build` (``cell_capacity`` is
+        unused: the cluster count is fixed by the atom count and columns)."""
         reference = positions
         x = positions.astype(jnp.float64)
         cell = jnp.asarray(cell).astype(jnp.float64)
