@@ -402,6 +402,7 @@ def test_short_adam_force_fit_to_a_morse_cluster_reduces_the_force_error():
     assert final < 0.25 * history[0], (history[0], final)        # force RMSE at least halved
 
 
+@pytest.mark.slow   # CI budget: BP's driver NVE test covers ML potentials in run_md on every run
 def test_nve_md_with_mace_through_the_driver_gives_finite_energies(tmp_path):
     from ase import Atoms
     from ase.io import write

@@ -194,7 +194,8 @@ def test_solvated_tripeptide_charmm36_pme_matches_openmm_reference_total_and_per
     assert imp["dispersion_correction"] is False      # charmm36: no long-range correction
 
 
-@pytest.mark.parametrize("method", ["Ewald", "CutoffPeriodic"])
+@pytest.mark.parametrize("method", [pytest.param("Ewald", marks=pytest.mark.slow),   # CI budget; Ewald vs OpenMM
+                                    "CutoffPeriodic"])                          # is also in test_classical
 def test_solvated_tripeptide_ewald_and_reaction_field_match_openmm_reference(method):
     """charmm36 with OpenMM's Ewald k-space box / reaction field; with the
     reaction field also the NBFIX table's long-range correction switched on

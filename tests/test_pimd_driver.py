@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 from conftest import assert_restart_bit_identical
 
 from jaxpot import io
@@ -49,6 +50,7 @@ def test_pimd_restart_is_bit_identical(tmp_path):
     assert_restart_bit_identical(tmp_path, water_pimd_config, steps=40)
 
 
+@pytest.mark.slow   # CI budget: test_pimd's sharded-beads test covers the sharding on every run
 def test_beads_sharded_over_four_devices_match_one_device(tmp_path):
     script = textwrap.dedent(f"""
         import sys, json

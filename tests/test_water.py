@@ -261,6 +261,7 @@ def test_unknown_water_part_is_rejected():
         JaxpotCalculator({"kind": "qtip4pf", "part": "bonds"}).get_potential_energy(water_cluster(2, seed=0))
 
 
+@pytest.mark.slow   # CI budget
 def test_calculator_reuses_compiled_setups_when_structures_alternate(monkeypatch):
     import jaxpot.interop.ase as ase_mod
 
