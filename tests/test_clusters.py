@@ -270,7 +270,6 @@ def test_a_cluster_pair_in_range_at_two_images_is_refused_and_auto_falls_back_to
     assert isinstance(auto.allocate(jnp.asarray(pos), jnp.asarray(cell)), NeighborList)
 
 
-@pytest.mark.slow   # ~40 s: OpenMM builds and evaluates a 3 nm water box
 def test_ase_calculator_on_a_3nm_water_box_reads_clusters_and_matches_openmm():
     """amber14/TIP3P (flexible) water in a 3 nm box, PME 0.9 nm: the ASE
     calculator picks the cluster layout ("auto") and reproduces OpenMM's

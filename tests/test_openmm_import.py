@@ -487,6 +487,14 @@ def test_villin_in_water_pme_matches_openmm_cpu_total_and_each_force_group(ff_na
     e, f = jaxpot_energy_forces(pot, system, x)
     e_ref, f_ref = openmm_energy_forces(system, pdb.positions, "CPU")
     check(e, f, e_ref, f_ref, "total")
+    # the same total through a cluster-pair list (jaxpot.clusters)
+    from jaxpot.clusters import cluster_list
+    cell = jnp.asarray(box_A(system))
+    cnbr = cluster_list(pot.cutoff, box_A(system), len(x), skin=0.5,
+                        excluded=pot.cluster_exclusions).allocate(jnp.asarray(x), cell)
+    params = pot.init(jax.random.PRNGKey(0), type("S", (), {"positions": jnp.asarray(x)}))
+    ec, fc = jax.jit(energy_and_forces(pot))(params, jnp.asarray(x), Context(jnp.ones(len(x), jnp.int32), cell, cnbr))
+    check(float(ec), np.asarray(fc, np.float64), e_ref, f_ref, "total (cluster-pair list)")
     grouped = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
     for k, force in enumerate(grouped.getForces()):
         force.setForceGroup(k)
