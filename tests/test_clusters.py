@@ -86,7 +86,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.startswith("geometric") else c
+                                  for c in CASES])
 def test_cluster_pairs_give_the_pair_list_energy_forces_and_stress(case):
     ff_kw, pot_kw = CASES[case]
     pos, cell = fluid()
@@ -218,7 +219,8 @@ def test_layout_choice_and_errors_name_the_reason():
         pot_direct.energy(params, jnp.asarray(pos), Context(jnp.zeros(len(pos), jnp.int32), jnp.asarray(cell), nbr))
 
 
-@pytest.mark.parametrize("ensemble", ["nvt", pytest.param("pimd", marks=pytest.mark.slow)])
+@pytest.mark.slow   # CI budget; run with -m slow (the layouts agree by default in the single-point tests)
+@pytest.mark.parametrize("ensemble", ["nvt", "pimd"])
 def test_md_with_cluster_and_pair_layouts_follows_the_same_trajectory(tmp_path, ensemble):
     """``jaxpot md`` on a 1372-atom LJ mixture: the same seed with
     neighbor_layout = "clusters" and "pairs" gives the same energies step

@@ -78,6 +78,7 @@ def _split_water(directory, contraction, steps=40):
     return cfg
 
 
+@pytest.mark.slow   # CI budget: test_pimd checks contracted forces and contracted NVE on every run
 def test_contraction_over_all_beads_reproduces_uncontracted_run_and_centroid_contraction_stays_close(tmp_path):
     run_md(water_pimd_config(tmp_path / "plain"), progress=False)
     run_md(_split_water(tmp_path / "split", [0, 4]), progress=False)

@@ -216,6 +216,7 @@ def _nve_drift(tmp_path, atoms, steps, dt=0.25, **potential):
     return s, read_thermo(tmp_path / "run" / "thermo.csv")
 
 
+@pytest.mark.slow   # CI budget: NVE conservation is checked by default for Behler-Parrinello, the tripeptide and ring polymers
 def test_qtip4pf_cluster_nve_conserves_energy_in_float64(tmp_path):
     """(H2O)8 in vacuum: no pair crosses the 9 A LJ cutoff and Coulomb is a
     direct sum, so the only error is the integrator's: no drift, and
