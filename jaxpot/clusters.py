@@ -85,37 +85,6 @@ class ClusterNeighborList:
         return bool(self.overflow)
 
 
-def exclusion_lookup(n_atoms: int, excluded) -> Callable:
-    """A jit-able ``(i, j) -> bool`` that is True for the unordered pairs in
-    ``excluded`` (E, 2). Index N (padding) is never excluded.
-
-    Bit masks over index offsets when all excluded pairs lie within 256
-    indices (bonded exclusions almost always do), else a binary search of
-    sorted pair keys."""
-    from .potentials.classical import exclusion_bitmask, excluded_pairs_lookup
-
-    excluded = np.asarray(excluded, np.int64).reshape(-1, 2)
-    if len(excluded) == 0:
-        return lambda i, j: jnp.zeros(jnp.broadcast_shapes(jnp.shape(i), jnp.shape(j)), bool)
-    bits = exclusion_bitmask(n_atoms, excluded)
-    if bits is not None:
-        masks = jnp.asarray(np.concatenate([bits[0], np.zeros((1, bits[0].shape[1]), np.uint32)]))
-        table = (masks, bits[1])
-
-        def lookup(i, j):
-            return excluded_pairs_lookup(table, i, j) & (i < n_atoms) & (j < n_atoms)
-        return lookup
-    lo, hi = excluded.min(axis=1), excluded.max(axis=1)
-    keys = np.unique(lo * (n_atoms + 1) + hi)
-    keys_j = jnp.asarray(keys)
-
-    def lookup_sorted(i, j):
-        k = jnp.minimum(i, j).astype(jnp.int64) * (n_atoms + 1) + jnp.maximum(i, j)
-        pos = jnp.clip(jnp.searchsorted(keys_j, k), 0, len(keys) - 1)
-        return (keys_j[pos] == k) & (i < n_atoms) & (j < n_atoms)
-    return lookup_sorted
-
-
 def cluster_layout_problem(cell, cutoff: float, skin: float, pbc: bool = True) -> str | None:
     """Why a cluster-pair list cannot be used for this cell, or None."""
     if not pbc:
@@ -149,11 +118,8 @@ class ClusterListFns:
     pbc: bool = True
 
     def __post_init__(self):
-        object.__setattr__(self, "_build_jit", jax.jit(self._build_for_restart, static_argnums=(2, 3, 4)))
-        object.__setattr__(self, "_build_cap", jax.jit(self.build, static_argnums=(2, 3)))
-
-    def _build_for_restart(self, positions, cell, capacity, row_capacity, cell_capacity=0):
-        return self.build(positions, cell, capacity, row_capacity, cell_capacity)
+        # one jitted builder (the pair list's name, which checkpoint restarts call)
+        object.__setattr__(self, "_build_jit", jax.jit(self.build, static_argnums=(2, 3, 4)))
 
     # ---------------- clusters -----------------
     def _clusters(self, frac_wrapped):
@@ -191,7 +157,7 @@ class ClusterListFns:
         fw = frac - wrap
         slots, used = self._clusters(fw)
         xw = fw * lengths
-        xs = jnp.concatenate([xw, jnp.zeros((1, 3))])[slots].reshape(nc, c, 3)
+        xs = gather_slots(xw, slots, nc, c)
         real = (slots < n).reshape(nc, c)
         lo = jnp.min(jnp.where(real[..., None], xs, jnp.inf), axis=1)
         hi = jnp.max(jnp.where(real[..., None], xs, -jnp.inf), axis=1)
@@ -264,8 +230,8 @@ class ClusterListFns:
         problem = cluster_layout_problem(np.asarray(cell), self.cutoff, self.skin)
         if problem:
             raise ClusterLayoutError(problem)
-        probe = self._build_cap(positions, cell, 8, self.n_clusters)
-        if not self._images_ok(probe, cell):
+        probe = self._probe(positions, cell)
+        if not bool(probe.images_ok):
             raise ClusterLayoutError(
                 f"clusters of this structure extend up to {float(probe.max_extent):.2f} A: too wide for "
                 f"the minimum-image rule in this cell at cutoff + skin = {self.cutoff + self.skin} A; "
@@ -273,21 +239,22 @@ class ClusterListFns:
         rcap = max(_round_up(int(probe.max_row) * self.capacity_multiplier + 4, 8), row_capacity or 0)
         rcap = min(rcap, self.n_clusters)
         cap = max(_round_up(int(probe.n_pairs) * self.capacity_multiplier + 8, 256), capacity or 0)
-        return self._build_cap(positions, cell, cap, rcap)
+        return self._build_jit(positions, cell, cap, rcap, 0)
+
+    def _probe(self, positions, cell) -> ClusterNeighborList:
+        """A build that only counts (room for every partner of a cluster, 8 pairs kept)."""
+        return self._build_jit(jnp.asarray(positions), cell, 8, self.n_clusters, 0)
 
     def fits(self, positions, cell) -> bool:
         """Whether this structure's clusters are compact enough for the
         minimum-image rule in ``cell`` (host; one probe build)."""
-        return self._images_ok(self._build_cap(jnp.asarray(positions), cell, 8, self.n_clusters), cell)
-
-    def _images_ok(self, nbr, cell):
-        return bool(nbr.images_ok)
+        return bool(self._probe(positions, cell).images_ok)
 
     def reallocate(self, nbr: ClusterNeighborList, positions, cell) -> ClusterNeighborList:
         """A larger list after an overflow (host); a broken image condition
         is an error, since more capacity cannot mend it."""
-        probe = self._build_cap(jnp.asarray(positions), cell, 8, self.n_clusters)
-        if not (self._images_ok(probe, cell) and bool(nbr.images_ok)):
+        probe = self._probe(positions, cell)
+        if not (bool(probe.images_ok) and bool(nbr.images_ok)):
             raise NeighborListOverflow(
                 f"clusters now extend up to {float(probe.max_extent):.2f} A, too wide for the cluster-pair "
                 f"list's minimum-image rule at cutoff + skin = {self.cutoff + self.skin} A in this cell; "
@@ -325,6 +292,8 @@ def cluster_list(cutoff: float, cell, n_atoms: int, *, skin: float = 1.0, exclud
     side = (cluster_size / density) ** (1.0 / 3.0)       # cube holding one cluster
     nx, ny = (max(1, int(lengths[a] // side)) for a in range(2))
     n_clusters = -(-n_atoms // cluster_size) + nx * ny
+    from .potentials.classical import exclusion_lookup
+
     excl = np.zeros((0, 2), np.int64) if excluded is None else np.asarray(excluded, np.int64).reshape(-1, 2)
     return ClusterListFns(cutoff=float(cutoff), skin=float(skin), cluster_size=int(cluster_size),
                           columns=(nx, ny), n_clusters=int(n_clusters), n_atoms=int(n_atoms),

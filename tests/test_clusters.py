@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from jaxpot.clusters import (ClusterLayoutError, ClusterNeighborList, cluster_list, exclusion_lookup,
-                             neighbor_fns_for)
+from jaxpot.clusters import ClusterLayoutError, ClusterNeighborList, cluster_list, neighbor_fns_for
 from jaxpot.neighbors import NeighborList, neighbor_list
 from jaxpot.potentials import classical as cl
+from jaxpot.potentials.classical import exclusion_lookup
 from jaxpot.potentials.base import Context, energy_forces_stress
 from jaxpot.system import InputError
 
@@ -142,7 +142,7 @@ def test_cluster_list_overflow_is_flagged_and_reallocation_grows_it():
     pos, cell = fluid()
     fns = cluster_list(RC, cell, len(pos), skin=SKIN)
     x, c = jnp.asarray(pos), jnp.asarray(cell)
-    small = fns._build_cap(x, c, 256, 16)
+    small = fns._build_jit(x, c, 256, 16, 0)
     assert small.did_overflow()
     assert int(small.n_pairs) > small.capacity or int(small.max_row) > small.row_capacity
     grown = fns.reallocate(small, x, c)

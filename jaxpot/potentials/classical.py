@@ -621,24 +621,10 @@ def dispersion_correction_energy(cell, counts, sigma_table, eps_table, r_cut, r_
 # the potential
 # ---------------------------------------------------------------------------
 
-def _exclusion_table(topology: Topology) -> np.ndarray:
-    """(N, max_excl) table of atoms excluded from each atom's nonbonded
-    sum (exclusions and 1-4 pairs, both directions), padded with -1."""
-    rows = [[] for _ in range(topology.n_atoms)]
-    for a, b in np.concatenate([topology.exclusions, topology.pairs14]).tolist():
-        rows[a].append(b)
-        rows[b].append(a)
-    width = max(1, max(len(r) for r in rows))
-    table = -np.ones((topology.n_atoms, width), np.int32)
-    for a, r in enumerate(rows):
-        table[a, :len(r)] = r
-    return table
-
-
 # Exclusions of bonded neighbours almost always join atoms a few indices
 # apart (a residue is tens of atoms), so each atom's excluded partners at
 # index offsets 1..D are a bit mask of D bits: one gather per listed pair
-# instead of a row of the (N, max_excl) table (which dominated the pair loop
+# instead of a row of an (N, max_excl) table (which dominated the pair loop
 # of a solvated protein: ~30 int32 per pair).
 _EXCLUSION_BITS_MAX = 256
 
@@ -647,7 +633,7 @@ def exclusion_bitmask(n_atoms: int, excluded) -> tuple[np.ndarray, int] | None:
     """(masks (N, W) uint32, D) with bit (d - 1) of atom a's mask set when
     the pair (a, a + d) is excluded (d = 1..D, W = ceil(D / 32)); None when
     some excluded pair is more than ``_EXCLUSION_BITS_MAX`` indices apart
-    (then the table lookup is used) or there is no exclusion."""
+    (then :func:`exclusion_lookup` searches sorted keys) or there is no exclusion."""
     excluded = np.asarray(excluded, np.int64).reshape(-1, 2)
     if len(excluded) == 0:
         return None
@@ -674,6 +660,32 @@ def excluded_pairs_lookup(bitmask, i, j):
     word = masks[lo, b // 32]
     bit = jnp.right_shift(word, (b % 32).astype(jnp.uint32)) & jnp.uint32(1)
     return (d >= 1) & (d <= dmax) & (bit == 1)
+
+
+def exclusion_lookup(n_atoms: int, excluded):
+    """A jit-able ``(i, j) -> bool``, True for the unordered pairs in
+    ``excluded`` (E, 2) with indices < ``n_atoms``; any pair with index
+    ``n_atoms`` (padding) is False.
+
+    Bit masks over index offsets (:func:`exclusion_bitmask`) when all
+    excluded pairs lie within 256 indices (bonded exclusions almost always
+    do), else a binary search of sorted pair keys. Padding needs no test:
+    no listed pair reaches index N, and the keys i (N + 1) + j cannot collide."""
+    excluded = np.asarray(excluded, np.int64).reshape(-1, 2)
+    if len(excluded) == 0:
+        return lambda i, j: jnp.zeros(jnp.broadcast_shapes(jnp.shape(i), jnp.shape(j)), bool)
+    bits = exclusion_bitmask(n_atoms, excluded)
+    if bits is not None:
+        # one zero row more, for the padding index
+        table = (jnp.asarray(np.concatenate([bits[0], np.zeros((1, bits[0].shape[1]), np.uint32)])), bits[1])
+        return lambda i, j: excluded_pairs_lookup(table, i, j)
+    lo, hi = excluded.min(axis=1), excluded.max(axis=1)
+    keys = jnp.asarray(np.unique(lo * (n_atoms + 1) + hi))
+
+    def lookup_sorted(i, j):
+        k = jnp.minimum(i, j).astype(jnp.int64) * (n_atoms + 1) + jnp.maximum(i, j)
+        return keys[jnp.clip(jnp.searchsorted(keys, k), 0, keys.shape[0] - 1)] == k
+    return lookup_sorted
 
 
 def _lj_tables(topology: Topology, p: ForceFieldParams):
@@ -779,12 +791,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
 
     n = topology.n_atoms
     excl_all = np.concatenate([topology.exclusions, topology.pairs14]).astype(np.int32)
-    excl_bits = exclusion_bitmask(n, excl_all)
-    if excl_bits is not None:
-        excl_bits = (jnp.asarray(excl_bits[0]), excl_bits[1])
-        excl_table = None
-    else:   # exclusions far apart in index (or none): the (N, max_excl) table
-        excl_table = jnp.asarray(_exclusion_table(topology))
+    excluded = exclusion_lookup(n, excl_all)
     types = jnp.asarray(topology.atom_types)
     type_counts = np.bincount(topology.atom_types, minlength=topology.n_types)
     per = jnp.asarray(topology.torsion_periodicity)
@@ -818,7 +825,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         u = jnp.zeros(r2.shape, r2.dtype)
         k = 0
         if coul is not None:
-            uc = units.KE * fi[0] * fj[0] * coul.point_pair_kernel(r)
+            uc = units.KE * fi[0] * fj[0] * coul.pair_kernel(r)
             if cutoff is not None and cutoff < nb_cut:
                 uc = jnp.where(r2 < cutoff * cutoff, uc, 0.0)
             u = u + uc
@@ -832,9 +839,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
                 sig, eps = fi[k] + fj[k], fi[k + 1] * fj[k + 1]      # sigma/2 and sqrt(eps) per atom
             else:
                 sig, eps = fi[k] * fj[k], fi[k + 1] * fj[k + 1]      # sqrt(sigma) and sqrt(eps)
-            s2 = sig * sig / r2
-            s6 = s2 * s2 * s2
-            ul = 4.0 * eps * (s6 * s6 - s6)
+            ul = lj_energy(r, sig, eps)
             if switch_distance is not None:
                 ul = ul * switch_function(r, switch_distance, lj_cutoff)
             elif lj_shift:
@@ -877,10 +882,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
             dr = positions[tri_j] - positions[tri_i]
             return tri_i, tri_j, dr, tri_keep
         i, j, dr, mask = pairs(positions, context)
-        if excl_bits is not None:
-            listed = excluded_pairs_lookup(excl_bits, i, j)
-        else:
-            listed = jnp.any(excl_table[i] == j[:, None], axis=1)
+        listed = excluded(i, j)
         if periodic:
             f = dr @ inv
             at_min_image = jnp.all(jnp.abs(f) < 0.5, axis=-1)

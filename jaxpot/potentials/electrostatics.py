@@ -395,21 +395,23 @@ class Coulomb:
             return self.energy(positions, charges, cell, i, j, dr, mask, **fixed)
         return fn
 
-    def point_pair_kernel(self, r):
-        """The real-space kernel f(r) (1/A) between point charges inside the
-        cutoff, so that a pair within it contributes KE q_i q_j f(r) eV:
-        erfc(alpha r)/r (Ewald/PME), 1/r, or the shifted or reaction-field
-        forms of "cutoff"."""
+    def pair_kernel(self, r, gamma=None):
+        """The real-space kernel f(r) (1/A) inside the cutoff, so that a pair
+        contributes KE q_i q_j f(r) eV: erfc(alpha r)/r (Ewald/PME), 1/r
+        ("direct", plain "cutoff"), or the shifted and reaction-field forms of
+        "cutoff"; gamma (A, combined Gaussian widths) or None for point
+        charges."""
         if self.method in ("ewald", "pme"):
-            return ewald_real_kernel(r, self.alpha)
-        f = _inv(r)
+            return ewald_real_kernel(r, self.alpha, gamma)
+        f = gaussian_kernel(r, gamma) if gamma is not None else _inv(r)
         if self.method == "cutoff" and self.cutoff_scheme != "plain":
-            rc = self.cutoff
+            rc = jnp.asarray(self.cutoff, r.dtype)
+            frc = gaussian_kernel(rc, gamma) if gamma is not None else 1.0 / rc
             if self.cutoff_scheme == "shifted":
-                return f - 1.0 / rc
+                return f - frc
             eps = self.dielectric
-            k_rf = 0.0 if eps <= 1 else (eps - 1.0) / ((2.0 * eps + 1.0) * rc ** 3)
-            f = f + k_rf * r * r - (1.0 / rc + k_rf * rc ** 2)
+            k_rf = 0.0 if eps <= 1 else (eps - 1.0) / ((2.0 * eps + 1.0) * self.cutoff ** 3)
+            f = f + k_rf * r * r - (frc + k_rf * self.cutoff ** 2)
         return f
 
     # ---------------- pieces -----------------
@@ -421,20 +423,7 @@ class Coulomb:
             valid = mask & (r < self.cutoff)
         # invalid slots get a harmless distance so no inf/NaN leaks into grads
         r = jnp.where(valid, r, 1e3)
-        gamma = _gamma(widths, i, j)
-        if self.method in ("ewald", "pme"):
-            f = ewald_real_kernel(r, self.alpha, gamma)
-        else:
-            f = gaussian_kernel(r, gamma) if gamma is not None else _inv(r)
-            if self.method == "cutoff" and self.cutoff_scheme != "plain":
-                rc = jnp.asarray(self.cutoff, r.dtype)
-                frc = gaussian_kernel(rc, gamma) if gamma is not None else 1.0 / rc
-                if self.cutoff_scheme == "shifted":
-                    f = f - frc
-                else:
-                    eps = self.dielectric
-                    k_rf = 0.0 if eps <= 1 else (eps - 1.0) / ((2.0 * eps + 1.0) * self.cutoff ** 3)
-                    f = f + k_rf * r * r - (frc + k_rf * self.cutoff ** 2)
+        f = self.pair_kernel(r, _gamma(widths, i, j))
         qq = charges[i] * charges[j]
         return KE * esum(jnp.where(valid, qq * f, 0.0))
 
