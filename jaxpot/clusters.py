@@ -312,6 +312,23 @@ def gather_slots(values, slots, n_clusters: int, cluster_size: int, fill=0.0):
     return jnp.concatenate([values, pad])[slots].reshape((n_clusters, cluster_size) + values.shape[1:])
 
 
+def gram_squared_distances(xi, xj):
+    """Squared distances (k, C, C) between the atoms of two clusters, xi and
+    xj (k, 3, C) A, as one batched product of augmented vectors:
+    r2_ab = (x_a, |x_a|^2) . (-2 x_b, 1) + |x_b|^2. Its reverse-mode
+    derivative is two batched matmuls (sum_b g_ab x_b and the row sums of g
+    in one product), the fast form of the position gradient on CPU and GPU.
+    Cancellation makes its value less accurate than the difference form for
+    coordinates far from the origin: the pair sum evaluates energies with
+    the difference form and takes only the derivative from here, at
+    coordinates relative to the first cluster."""
+    ni = jnp.sum(xi * xi, axis=1, keepdims=True)
+    nj = jnp.sum(xj * xj, axis=1, keepdims=True)
+    a = jnp.concatenate([xi, ni], axis=1)                          # (k, 4, C)
+    b = jnp.concatenate([-2.0 * xj, jnp.ones_like(nj)], axis=1)
+    return jnp.einsum("kdi,kdj->kij", a, b) + nj
+
+
 def cluster_pair_sum(pair_fn: Callable, cutoff: float, *, chunk: int | None = None):
     """``energy(xc, shifts, feats, shared, pair_a, pair_b, pair_mask) -> eV``
     (float64), the sum over the listed atom pairs of ``pair_fn``.
@@ -331,7 +348,8 @@ def cluster_pair_sum(pair_fn: Callable, cutoff: float, *, chunk: int | None = No
     Differentiable (reverse mode) in xc, shifts, feats and shared through a
     custom VJP that computes, chunk by chunk, only the derivatives asked for:
     du/dr^2 by forward-mode autodiff of ``pair_fn`` (one fused pass with the
-    energy), carried to positions and shifts by ``jax.vjp`` of the distance;
+    energy), carried to positions and shifts by ``jax.vjp`` of the squared
+    distance in its Gram form (:func:`gram_squared_distances`);
     feature and shared-parameter derivatives by ``jax.vjp`` of ``pair_fn``.
 
     chunk: cluster pairs per step of the loop; None picks 2048 on CPU (the
@@ -392,7 +410,13 @@ def cluster_pair_sum(pair_fn: Callable, cutoff: float, *, chunk: int | None = No
             e_acc, gx, gf, gsh = carry
             a, b, s, m = blk
             xi, xj, fi, fj = inputs(xt, s, feats, a, b)
-            r2, geom_vjp = jax.vjp(squared_distances, xi, xj)
+            r2 = squared_distances(xi, xj)
+            # the position gradient: jax.vjp of the same r2 written as a Gram
+            # product (gram_squared_distances), which XLA runs as two batched
+            # matmuls; about twice as fast as the vjp of the difference form.
+            # Coordinates relative to cluster a keep its cancellation small.
+            ctr = jnp.mean(xi, axis=2, keepdims=True)
+            _, geom_vjp = jax.vjp(gram_squared_distances, xi - ctr, xj - ctr)
             inside = m & (r2 < rc2)
             r2 = jnp.where(inside, r2, far)
             u, du = jax.jvp(lambda q: pair_energies(q, inside, fi, fj, shared), (r2,), (jnp.ones_like(r2),))
