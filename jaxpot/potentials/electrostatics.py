@@ -293,6 +293,35 @@ def _bspline_at_integers(order: int) -> np.ndarray:
     return w[1:]
 
 
+def pme_spread(base, weights, charges, grid):
+    """Charges spread on the PME grid, (K1, K2, K3) e.
+
+    base (S, 3) int: floor of each site's grid coordinate u (any integer;
+    wrapped here); weights (S, 3, n): M_n(t + j), j = 0..n-1, t = u - base,
+    the weight of grid point base - j. Each site adds one n x n x n block:
+    one windowed scatter into a grid padded by n - 1 points per axis (a
+    block never wraps there), then the padding is folded back periodically.
+    XLA runs this ~4x faster on CPU than a scatter of S n^3 single points,
+    and its derivative is the matching windowed gather."""
+    n = weights.shape[-1]
+    grid = tuple(int(k) for k in grid)
+    w = weights[..., ::-1]                                         # ascending grid index
+    vals = (charges[:, None, None, None] * w[:, 0, :, None, None] * w[:, 1, None, :, None]
+            * w[:, 2, None, None, :])                              # (S, n, n, n)
+    # padded index p = k + n - 1 of the block's first point k = base - n + 1
+    start = base % jnp.asarray(grid, base.dtype)
+    dims = jax.lax.ScatterDimensionNumbers(update_window_dims=(1, 2, 3), inserted_window_dims=(),
+                                           scatter_dims_to_operand_dims=(0, 1, 2))
+    padded = jnp.zeros(tuple(k + n - 1 for k in grid), vals.dtype)
+    p = jax.lax.scatter_add(padded, start, vals, dims, mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    for ax, k in enumerate(grid):
+        body = jax.lax.slice_in_dim(p, n - 1, n - 1 + k, axis=ax)
+        spill = jax.lax.slice_in_dim(p, 0, n - 1, axis=ax)        # points k - n + 1 .. -1
+        tail = jax.lax.slice_in_dim(body, k - n + 1, k, axis=ax) + spill
+        p = jax.lax.dynamic_update_slice_in_dim(body, tail, k - n + 1, axis=ax)
+    return p
+
+
 def bspline_moduli(size: int, order: int) -> np.ndarray:
     """|b(m)|^2 for m = 0..K-1 (Essmann eq. 4.8), float64 numpy; zeros of the
     denominator (odd orders at m = K/2) replaced by the neighbours' mean."""
@@ -511,16 +540,9 @@ class Coulomb:
         u = (positions @ inv) * K                                  # (S, 3) grid units
         base = jnp.floor(u)
         w = bspline_weights(u - base, n)                           # (S, 3, n): M_n(t + j)
-        # M_n(u - k) is non-zero for k = floor(u) - j, j = 0..n-1
-        jj = jnp.arange(n)
-        idx = (base.astype(jnp.int32)[:, :, None] - jj[None, None, :]) % jnp.asarray(self.grid)[None, :, None]
         k1, k2, k3 = self.grid
-        flat = (idx[:, 0, :, None, None] * (k2 * k3) + idx[:, 1, None, :, None] * k3
-                + idx[:, 2, None, None, :])                        # (S, n, n, n)
-        vals = (charges[:, None, None, None] * w[:, 0, :, None, None]
-                * w[:, 1, None, :, None] * w[:, 2, None, None, :])
-        q = jnp.zeros(k1 * k2 * k3, positions.dtype).at[flat.reshape(-1)].add(vals.reshape(-1))
-        fq = jnp.fft.rfftn(q.reshape(k1, k2, k3))
+        q = pme_spread(base.astype(jnp.int32), w, charges, self.grid)
+        fq = jnp.fft.rfftn(q)
         power = jnp.real(fq) ** 2 + jnp.imag(fq) ** 2
         # signed integer frequencies and the influence function (Essmann eq. 4.7)
         m1 = np.fft.fftfreq(k1, 1.0 / k1)
