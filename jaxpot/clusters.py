@@ -236,7 +236,8 @@ class ClusterListFns:
                 f"clusters of this structure extend up to {float(probe.max_extent):.2f} A: too wide for "
                 f"the minimum-image rule in this cell at cutoff + skin = {self.cutoff + self.skin} A; "
                 "use the pair-list layout (neighbor layout 'pairs')")
-        rcap = max(_round_up(int(probe.max_row) * self.capacity_multiplier + 4, 8), row_capacity or 0)
+        # rows only size the build's scratch: a generous margin costs little
+        rcap = max(_round_up(int(probe.max_row) * max(self.capacity_multiplier, 1.2) + 4, 8), row_capacity or 0)
         rcap = min(rcap, self.n_clusters)
         cap = max(_round_up(int(probe.n_pairs) * self.capacity_multiplier + 8, 256), capacity or 0)
         return self._build_jit(positions, cell, cap, rcap, 0)
@@ -259,7 +260,9 @@ class ClusterListFns:
                 f"clusters now extend up to {float(probe.max_extent):.2f} A, too wide for the cluster-pair "
                 f"list's minimum-image rule at cutoff + skin = {self.cutoff + self.skin} A in this cell; "
                 "run with the pair-list layout")
-        return self.allocate(positions, cell, capacity=int(nbr.capacity * 1.5) + 8,
+        # every listed pair slot is computed each step, so the pair capacity
+        # grows in small steps (the count of a liquid varies by ~1%)
+        return self.allocate(positions, cell, capacity=int(nbr.capacity * 1.1) + 8,
                              row_capacity=int(nbr.row_capacity * 1.5) + 4)
 
     def needs_rebuild(self, positions, nbr: ClusterNeighborList):
@@ -275,13 +278,18 @@ class ClusterListFns:
 
 
 def cluster_list(cutoff: float, cell, n_atoms: int, *, skin: float = 1.0, excluded=None,
-                 cluster_size: int = 8, capacity_multiplier: float = 1.2,
+                 cluster_size: int = 8, capacity_multiplier: float = 1.05,
                  block: int = 32) -> ClusterListFns:
     """Cluster-pair list functions for ``n_atoms`` atoms in a fixed
     orthorhombic ``cell`` (3, 3) A, cutoff and skin in A.
 
     excluded: (E, 2) atom pairs masked out of the list's tiles (a potential's
-    exclusions and 1-4 pairs, which it handles itself)."""
+    exclusions and 1-4 pairs, which it handles itself).
+    capacity_multiplier: room for cluster pairs over the count found at
+    allocation. The pair sum computes every slot each step, padding
+    included, so the margin is small (the count of a liquid at fixed volume
+    varies by ~1%); an overflow regrows the list by 10%, as any overflow is
+    handled (the block re-runs). Rows get at least 20%."""
     if cutoff <= 0:
         raise ValueError("cluster list cutoff must be positive")
     problem = cluster_layout_problem(cell, cutoff, skin)
