@@ -239,7 +239,9 @@ class ClusterListFns:
         # rows only size the build's scratch: a generous margin costs little
         rcap = max(_round_up(int(probe.max_row) * max(self.capacity_multiplier, 1.2) + 4, 8), row_capacity or 0)
         rcap = min(rcap, self.n_clusters)
-        cap = max(_round_up(int(probe.n_pairs) * self.capacity_multiplier + 8, 256), capacity or 0)
+        cap = max(int(probe.n_pairs * self.capacity_multiplier) + 8, capacity or 0)
+        # large lists: whole chunks of the pair sum's CPU loop (no padding copy per step)
+        cap = _round_up(cap, 2048 if cap >= 16384 else 256)
         return self._build_jit(positions, cell, cap, rcap, 0)
 
     def _probe(self, positions, cell) -> ClusterNeighborList:

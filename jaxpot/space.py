@@ -32,14 +32,22 @@ def volume(cell):
     return jnp.abs(jnp.linalg.det(cell))
 
 
+def times3(v, m):
+    """``v @ m`` for rows v (..., 3) and a 3 x 3 matrix m (cell or inverse
+    cell), written out as three broadcast products: XLA fuses it with its
+    neighbours, where a (K, 3) x (3, 3) dot goes to a matmul library that
+    was measured 3x slower for this shape on CPU (1.5 ms for 134400 rows)."""
+    return v[..., 0:1] * m[0] + v[..., 1:2] * m[1] + v[..., 2:3] * m[2]
+
+
 def to_fractional(positions, cell):
-    return positions @ jnp.linalg.inv(cell)
+    return times3(positions, jnp.linalg.inv(cell))
 
 
 def wrap(positions, cell):
     """Positions wrapped into the cell [0, 1) in fractional coordinates."""
     f = to_fractional(positions, cell)
-    return (f - jnp.floor(f)) @ cell
+    return times3(f - jnp.floor(f), cell)
 
 
 def minimum_image(dr, cell):
@@ -47,15 +55,15 @@ def minimum_image(dr, cell):
 
     Exact for orthorhombic cells and for triclinic cells that are not too
     skewed (ASE/LAMMPS-style reduced cells)."""
-    f = dr @ jnp.linalg.inv(cell)
-    return (f - jnp.round(f)) @ cell
+    f = times3(dr, jnp.linalg.inv(cell))
+    return times3(f - jnp.round(f), cell)
 
 
 def pair_vectors(positions, cell, idx, shifts):
     """r_ij = r_j - r_i + s_ij @ cell for pairs ``idx`` (2, K) with integer
     image shifts ``shifts`` (K, 3). Shape (K, 3), A."""
     i, j = idx
-    return positions[j] - positions[i] + shifts @ cell
+    return positions[j] - positions[i] + times3(shifts, cell)
 
 
 def jax_md_space(cell, pbc=True):

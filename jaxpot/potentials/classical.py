@@ -36,7 +36,7 @@ import numpy as np
 from flax import struct
 
 from .. import units
-from ..space import volume
+from ..space import times3, volume
 from ..system import InputError, System
 from ..clusters import ClusterNeighborList
 from .base import Potential, esum, pairs, safe_norm
@@ -66,8 +66,8 @@ def minimum_image_vectors(dr, cell, periodic: bool, inv=None):
         return dr
     if inv is None:
         inv = jnp.linalg.inv(cell)
-    f = dr @ inv
-    return (f - jnp.round(f)) @ cell
+    f = times3(dr, inv)
+    return times3(f - jnp.round(f), cell)
 
 
 def bond_lengths(positions, idx, cell=None, periodic: bool = False, inv=None):
@@ -861,7 +861,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
 
         def per_slot(v, fill=0.0):
             return gather_slots(jnp.asarray(v, dtype), nbl.slots, nc, cs, fill)
-        xc = per_slot(positions - nbl.wrap.astype(dtype) @ c)
+        xc = per_slot(positions - times3(nbl.wrap.astype(dtype), c))
         feats, shared = [], ()
         if coul is not None:
             feats.append(per_slot(p.charges))
@@ -874,7 +874,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
                 sig_a = p.lj_sigma[types]
                 sig_f = 0.5 * sig_a if topology.combination_rule == "lorentz-berthelot" else _safe_sqrt(sig_a)
                 feats += [per_slot(sig_f, 1.0), per_slot(_safe_sqrt(p.lj_epsilon[types]))]
-        return cluster_sum(xc, nbl.shifts.astype(dtype) @ c, tuple(feats), shared,
+        return cluster_sum(xc, times3(nbl.shifts.astype(dtype), c), tuple(feats), shared,
                            nbl.pair_a, nbl.pair_b, nbl.pair_mask)
 
     def nonbonded_pairs(positions, context, inv):
@@ -884,7 +884,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         i, j, dr, mask = pairs(positions, context)
         listed = excluded(i, j)
         if periodic:
-            f = dr @ inv
+            f = times3(dr, inv)
             at_min_image = jnp.all(jnp.abs(f) < 0.5, axis=-1)
             listed = listed & at_min_image
         return i, j, dr, mask & ~listed

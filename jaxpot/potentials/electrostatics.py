@@ -101,6 +101,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erf, erfc
 
+from ..space import times3
 from ..system import InputError, check_choice
 from ..units import KE
 from .base import Potential, check_species, esum, pairs, safe_norm, species_index_table
@@ -511,7 +512,7 @@ class Coulomb:
         # 0 for m = 0 and outside the k-sphere.
         k1, k2, k3 = self.kmax
         inv = jnp.linalg.inv(cell)
-        theta = 2.0 * jnp.pi * (positions @ inv)                  # (S, 3)
+        theta = 2.0 * jnp.pi * times3(positions, inv)                  # (S, 3)
         ctype = jnp.complex128 if positions.dtype == jnp.float64 else jnp.complex64
         m1 = jnp.arange(0, k1 + 1, dtype=positions.dtype)
         m2 = jnp.arange(-k2, k2 + 1, dtype=positions.dtype)
@@ -537,7 +538,7 @@ class Coulomb:
         n = self.order
         K = jnp.asarray(self.grid, dtype=positions.dtype)
         inv = jnp.linalg.inv(cell)
-        u = (positions @ inv) * K                                  # (S, 3) grid units
+        u = times3(positions, inv) * K                                  # (S, 3) grid units
         base = jnp.floor(u)
         w = bspline_weights(u - base, n)                           # (S, 3, n): M_n(t + j)
         k1, k2, k3 = self.grid
@@ -549,7 +550,7 @@ class Coulomb:
         m2 = np.fft.fftfreq(k2, 1.0 / k2)
         m3 = np.arange(k3 // 2 + 1, dtype=np.float64)
         mint = np.stack(np.meshgrid(m1, m2, m3, indexing="ij"), axis=-1)
-        mvec = jnp.asarray(mint, positions.dtype) @ inv.T          # (k1, k2, k3h, 3) 1/A
+        mvec = times3(jnp.asarray(mint, positions.dtype), inv.T)         # (k1, k2, k3h, 3) 1/A
         msq = jnp.sum(mvec * mvec, axis=-1)
         zero = msq == 0
         msq_safe = jnp.where(zero, 1.0, msq)
