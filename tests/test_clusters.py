@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from jaxpot.clusters import ClusterLayoutError, ClusterNeighborList, cluster_list, neighbor_fns_for
+from jaxpot.clusters import (ClusterLayoutError, ClusterNeighborList, cluster_list, gram_squared_distances,
+                             neighbor_fns_for)
 from jaxpot.neighbors import NeighborList, neighbor_list
 from jaxpot.potentials import classical as cl
 from jaxpot.potentials.classical import exclusion_lookup
 from jaxpot.potentials.base import Context, energy_forces_stress
+from jaxpot.space import times3
 from jaxpot.system import InputError
 
 RC, SKIN = 8.0, 1.0
@@ -147,6 +149,38 @@ def test_cluster_list_overflow_is_flagged_and_reallocation_grows_it():
     assert int(small.n_pairs) > small.capacity or int(small.max_row) > small.row_capacity
     grown = fns.reallocate(small, x, c)
     assert not grown.did_overflow() and grown.capacity >= int(grown.n_pairs)
+
+
+def test_gram_form_of_squared_distances_and_its_gradient_match_the_difference_form():
+    """The pair sum takes its position gradient from the Gram form of r^2;
+    value and vjp must equal those of the plain difference form."""
+    rng = np.random.default_rng(1)
+    xi, xj = (jnp.asarray(rng.normal(scale=3.0, size=(5, 3, 8))) for _ in range(2))
+    g = jnp.asarray(rng.normal(size=(5, 8, 8)))
+
+    def diff(xi, xj):
+        return jnp.sum((xj[:, :, None, :] - xi[:, :, :, None]) ** 2, axis=1)
+    np.testing.assert_allclose(gram_squared_distances(xi, xj), diff(xi, xj), rtol=1e-12, atol=1e-12)
+    for a, b in zip(jax.vjp(gram_squared_distances, xi, xj)[1](g), jax.vjp(diff, xi, xj)[1](g)):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
+    m = jnp.asarray(rng.normal(size=(3, 3)))
+    v = jnp.asarray(rng.normal(size=(4, 7, 3)))
+    np.testing.assert_allclose(times3(v, m), v @ m, rtol=1e-13, atol=1e-13)
+
+
+def test_pair_capacity_has_a_small_margin_in_whole_chunks_and_regrows_by_a_tenth():
+    pos, cell = fluid()
+    fns = cluster_list(RC, cell, len(pos), skin=SKIN)
+    x, c = jnp.asarray(pos), jnp.asarray(cell)
+    nbl = fns.allocate(x, c)
+    n = int(nbl.n_pairs)
+    assert n <= nbl.capacity <= max(1.05 * n + 8 + 2047, n + 256)
+    if nbl.capacity >= 16384:
+        assert nbl.capacity % 2048 == 0
+    else:
+        assert nbl.capacity % 256 == 0
+    grown = fns.reallocate(nbl, x, c)
+    assert 1.1 * nbl.capacity <= grown.capacity <= 1.1 * nbl.capacity + 8 + 2048
 
 
 def test_cluster_tiles_hold_every_pair_once_and_no_excluded_pair():
