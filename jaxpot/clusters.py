@@ -36,9 +36,9 @@ per-atom features and shared parameters in the same pass (forward-mode
 du/dr^2 and ``jax.vjp``: the derivatives still come from autodiff). The
 chunk loop keeps intermediates in cache; the plain reverse pass of the whole
 block sum wrote a dozen (K, C, C) arrays to memory and was 3x slower. The
-position gradient is the vjp of r^2 in its Gram form (two batched matmuls),
-2x faster on CPU than the vjp of the difference form, whose reductions
-XLA splits into a fusion per Cartesian component.
+position gradient on CPU is the vjp of r^2 in its Gram form (two batched
+matmuls), 2x faster there than the vjp of the difference form, whose
+reductions XLA splits into a fusion per Cartesian component.
 
 Every slot of the list is computed each step, padding included, so the
 pair capacity keeps a small margin (5%); XLA:CPU ran loops with a traced
@@ -366,7 +366,8 @@ def cluster_pair_sum(pair_fn: Callable, cutoff: float, *, chunk: int | None = No
     custom VJP that computes, chunk by chunk, only the derivatives asked for:
     du/dr^2 by forward-mode autodiff of ``pair_fn`` (one fused pass with the
     energy), carried to positions and shifts by ``jax.vjp`` of the squared
-    distance in its Gram form (:func:`gram_squared_distances`);
+    distance: its Gram form (:func:`gram_squared_distances`) on CPU, the
+    difference form on accelerators (as measured there);
     feature and shared-parameter derivatives by ``jax.vjp`` of ``pair_fn``.
 
     chunk: cluster pairs per step of the loop; None picks 2048 on CPU (the
