@@ -334,7 +334,8 @@ def gram_squared_distances(xi, xj):
     xj (k, 3, C) A, as one batched product of augmented vectors:
     r2_ab = (x_a, |x_a|^2) . (-2 x_b, 1) + |x_b|^2. Its reverse-mode
     derivative is two batched matmuls (sum_b g_ab x_b and the row sums of g
-    in one product), the fast form of the position gradient on CPU and GPU.
+    in one product): the fast form of the position gradient on CPU (on
+    GPUs not yet measured).
     Cancellation makes its value less accurate than the difference form for
     coordinates far from the origin: the pair sum evaluates energies with
     the difference form and takes only the derivative from here, at

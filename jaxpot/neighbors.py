@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .space import perpendicular_widths
+from .space import perpendicular_widths, times3
 
 
 class NeighborListOverflow(RuntimeError):
@@ -171,7 +171,7 @@ class NeighborListFns:
         alt_axes = jnp.asarray(alternate)
         m = img.shape[0]
         inv = jnp.linalg.inv(cell) if self.pbc else None
-        frac = positions @ inv if self.pbc else None
+        frac = times3(positions, inv) if self.pbc else None
         nb = -(-n // self.block)
         pad = nb * self.block - n
         rows = jnp.arange(nb * self.block, dtype=jnp.int32).reshape(nb, self.block)
@@ -199,7 +199,7 @@ class NeighborListFns:
                 alt = jnp.where(df + base >= 0, -1.0, 1.0)
                 off = jnp.where(alt_axes, img[None, None] * alt[:, :, None, :], img[None, None])
                 s = base[:, :, None, :] + off                            # (B, N, M, 3)
-                dr = (df[:, :, None, :] + s) @ cell
+                dr = times3(df[:, :, None, :] + s, cell)
             else:
                 off = jnp.zeros((ib.shape[0], n, 1, 3), positions.dtype)
                 s = off

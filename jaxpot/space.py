@@ -50,12 +50,13 @@ def wrap(positions, cell):
     return times3(f - jnp.floor(f), cell)
 
 
-def minimum_image(dr, cell):
-    """Minimum-image displacement by rounding fractional coordinates.
+def minimum_image(dr, cell, inv=None):
+    """Minimum-image displacement by rounding fractional coordinates;
+    ``inv``: inv(cell) if already at hand.
 
     Exact for orthorhombic cells and for triclinic cells that are not too
     skewed (ASE/LAMMPS-style reduced cells)."""
-    f = times3(dr, jnp.linalg.inv(cell))
+    f = times3(dr, jnp.linalg.inv(cell) if inv is None else inv)
     return times3(f - jnp.round(f), cell)
 
 

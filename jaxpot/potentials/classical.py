@@ -36,7 +36,7 @@ import numpy as np
 from flax import struct
 
 from .. import units
-from ..space import times3, volume
+from ..space import minimum_image, times3, volume
 from ..system import InputError, System
 from ..clusters import ClusterNeighborList
 from .base import Potential, esum, pairs, safe_norm
@@ -62,12 +62,7 @@ def minimum_image_vectors(dr, cell, periodic: bool, inv=None):
     ``inv``: inv(cell) if already at hand (one inverse per energy call).
 
     Bonded terms use it so that molecules may be split across the box."""
-    if not periodic:
-        return dr
-    if inv is None:
-        inv = jnp.linalg.inv(cell)
-    f = times3(dr, inv)
-    return times3(f - jnp.round(f), cell)
+    return minimum_image(dr, cell, inv) if periodic else dr
 
 
 def bond_lengths(positions, idx, cell=None, periodic: bool = False, inv=None):

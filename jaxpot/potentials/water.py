@@ -29,6 +29,7 @@ import numpy as np
 import jax.numpy as jnp
 
 from .. import units
+from ..space import minimum_image, times3
 from ..system import InputError, System, check_choice
 from .base import Context, Potential, esum, safe_norm
 from .electrostatics import all_pairs, make_coulomb
@@ -87,10 +88,7 @@ def find_water_molecules(system: System) -> np.ndarray:
 
 
 def _mic(d, cell, periodic):
-    if not periodic:
-        return d
-    f = d @ jnp.linalg.inv(cell)
-    return (f - jnp.round(f)) @ cell
+    return minimum_image(d, cell) if periodic else d
 
 
 def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
@@ -191,7 +189,7 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
             i, j, mask = nbr.idx[0], nbr.idx[1], nbr.mask
             # gathers of (N, 3) arrays only: XLA's CPU gather/scatter (the
             # gradient of a gather) is several times slower on wider rows
-            image = nbr.shifts.astype(positions.dtype) @ cell
+            image = times3(nbr.shifts.astype(positions.dtype), cell)
             dr = positions[j] - positions[i] + image
             sdr = sites[j] - sites[i] + image
             intra = (mol_of_j[i] == mol_of_j[j]) & jnp.all(nbr.shifts == 0, axis=-1)
