@@ -35,10 +35,13 @@ differentiated, its gradients with respect to positions, image shifts,
 per-atom features and shared parameters in the same pass (forward-mode
 du/dr^2 and ``jax.vjp``: the derivatives still come from autodiff). The
 chunk loop keeps intermediates in cache; the plain reverse pass of the whole
-block sum wrote a dozen (K, C, C) arrays to memory and was 3x slower. The
-position gradient on CPU is the vjp of r^2 in its Gram form (two batched
-matmuls), 2x faster there than the vjp of the difference form, whose
-reductions XLA splits into a fusion per Cartesian component.
+block sum wrote a dozen (K, C, C) arrays to memory and was 3x slower. On
+CPU, r^2 is one fused reduction over the Cartesian axis of a (k, 3, C, C)
+difference (3.5x faster than a sum of three per-component terms, which
+XLA:CPU ran unvectorised), and du/dr^2 is computed once into memory before
+the position vjp reads it: left to itself, XLA:CPU fuses the whole pair
+function into each reduction of that vjp, once per Cartesian component and
+side (3.5x slower).
 
 Every slot of the list is computed each step, padding included, so the
 pair capacity keeps a small margin (5%); XLA:CPU ran loops with a traced
@@ -329,22 +332,19 @@ def gather_slots(values, slots, n_clusters: int, cluster_size: int, fill=0.0):
     return jnp.concatenate([values, pad])[slots].reshape((n_clusters, cluster_size) + values.shape[1:])
 
 
-def gram_squared_distances(xi, xj):
-    """Squared distances (k, C, C) between the atoms of two clusters, xi and
-    xj (k, 3, C) A, as one batched product of augmented vectors:
-    r2_ab = (x_a, |x_a|^2) . (-2 x_b, 1) + |x_b|^2. Its reverse-mode
-    derivative is two batched matmuls (sum_b g_ab x_b and the row sums of g
-    in one product): the fast form of the position gradient on CPU (on
-    GPUs not yet measured).
-    Cancellation makes its value less accurate than the difference form for
-    coordinates far from the origin: the pair sum evaluates energies with
-    the difference form and takes only the derivative from here, at
-    coordinates relative to the first cluster."""
-    ni = jnp.sum(xi * xi, axis=1, keepdims=True)
-    nj = jnp.sum(xj * xj, axis=1, keepdims=True)
-    a = jnp.concatenate([xi, ni], axis=1)                          # (k, 4, C)
-    b = jnp.concatenate([-2.0 * xj, jnp.ones_like(nj)], axis=1)
-    return jnp.einsum("kdi,kdj->kij", a, b) + nj
+def computed_once(fn, x, token):
+    """``fn(x)``, with ``x`` written to memory first and read by ``fn``.
+
+    XLA:CPU fuses an elementwise producer into every consumer that reads it,
+    even an expensive one: the pair function behind du/dr^2 was recomputed
+    inside each reduction of the position vjp (per Cartesian component and
+    side). Passing ``x`` through a conditional whose predicate XLA cannot
+    fold (``token >= 0``, true for the list's cluster indices) makes it an
+    operand, so it is computed once. ``optimization_barrier`` does not do
+    this on CPU (XLA removes it before fusion)."""
+    def never(x):
+        return jax.tree.map(jnp.zeros_like, jax.eval_shape(fn, x))
+    return jax.lax.cond(token >= 0, fn, never, x)
 
 
 def cluster_pair_sum(pair_fn: Callable, cutoff: float, *, chunk: int | None = None):
@@ -367,8 +367,8 @@ def cluster_pair_sum(pair_fn: Callable, cutoff: float, *, chunk: int | None = No
     custom VJP that computes, chunk by chunk, only the derivatives asked for:
     du/dr^2 by forward-mode autodiff of ``pair_fn`` (one fused pass with the
     energy), carried to positions and shifts by ``jax.vjp`` of the squared
-    distance: its Gram form (:func:`gram_squared_distances`) on CPU, the
-    difference form on accelerators (as measured there);
+    distance (on CPU with du/dr^2 computed once into memory first:
+    :func:`computed_once`);
     feature and shared-parameter derivatives by ``jax.vjp`` of ``pair_fn``.
 
     chunk: cluster pairs per step of the loop; None picks 2048 on CPU (the
@@ -376,9 +376,16 @@ def cluster_pair_sum(pair_fn: Callable, cutoff: float, *, chunk: int | None = No
     rc2 = float(cutoff) ** 2
     far = 4.0 * rc2
 
+    cpu = jax.default_backend() == "cpu"
+
     def squared_distances(xi, xj):
-        # xi, xj (k, 3, C): components apart, so that every reduction of the
-        # gradient runs over a contiguous axis of length C
+        # xi, xj (k, 3, C): components on their own axis
+        if cpu:
+            # one fusion reducing over the Cartesian axis: XLA:CPU vectorises
+            # it, unlike the sum of three component terms below (3.5x slower)
+            return jnp.sum((xj[:, :, None, :] - xi[:, :, :, None]) ** 2, axis=1)
+        # accelerators: the form measured there (every reduction of the
+        # gradient over a contiguous axis of length C)
         r2 = 0.0
         for d in range(3):
             dd = xj[:, d, None, :] - xi[:, d, :, None]
@@ -424,29 +431,19 @@ def cluster_pair_sum(pair_fn: Callable, cutoff: float, *, chunk: int | None = No
             return jax.lax.scan(body, jnp.zeros((), jnp.float64), seq)[0]
 
         need_x, need_s, need_f, need_sh = need
-        # Gram-form gradient where it was measured faster (CPU); accelerators
-        # keep the difference form measured on an H200 (1.3 ms villin E+F)
-        gram = jax.default_backend() == "cpu"
 
         def body(carry, blk):
             e_acc, gx, gf, gsh = carry
             a, b, s, m = blk
             xi, xj, fi, fj = inputs(xt, s, feats, a, b)
-            if gram:
-                # the position gradient: jax.vjp of the same r2 written as a
-                # Gram product (gram_squared_distances), which XLA:CPU runs as
-                # two batched matmuls, 2x faster than the vjp of the difference
-                # form. Coordinates relative to cluster a keep its cancellation
-                # small.
-                r2 = squared_distances(xi, xj)
-                ctr = jnp.mean(xi, axis=2, keepdims=True)
-                _, geom_vjp = jax.vjp(gram_squared_distances, xi - ctr, xj - ctr)
-            else:
-                r2, geom_vjp = jax.vjp(squared_distances, xi, xj)
+            r2, geom_vjp = jax.vjp(squared_distances, xi, xj)
             inside = m & (r2 < rc2)
             r2 = jnp.where(inside, r2, far)
             u, du = jax.jvp(lambda q: pair_energies(q, inside, fi, fj, shared), (r2,), (jnp.ones_like(r2),))
-            dxi, dxj = geom_vjp(du)
+            if cpu:
+                dxi, dxj = computed_once(geom_vjp, du, a[0])
+            else:
+                dxi, dxj = geom_vjp(du)
             ys = jnp.zeros((a.shape[0], 3), xc.dtype)
             if need_x:
                 gx = gx.at[a].add(dxi).at[b].add(dxj)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from jaxpot.clusters import (ClusterLayoutError, ClusterNeighborList, cluster_list, gram_squared_distances,
+from jaxpot.clusters import (ClusterLayoutError, ClusterNeighborList, cluster_list, computed_once,
                              neighbor_fns_for)
 from jaxpot.neighbors import NeighborList, neighbor_list
 from jaxpot.potentials import classical as cl
@@ -151,18 +151,20 @@ def test_cluster_list_overflow_is_flagged_and_reallocation_grows_it():
     assert not grown.did_overflow() and grown.capacity >= int(grown.n_pairs)
 
 
-def test_gram_form_of_squared_distances_and_its_gradient_match_the_difference_form():
-    """The pair sum takes its position gradient from the Gram form of r^2;
-    value and vjp must equal those of the plain difference form."""
+def test_computed_once_returns_fn_of_its_operand_under_jit_and_times3_matches_matmul():
+    """The pair sum's CPU position gradient reads du/dr^2 through
+    computed_once: under jit and with a traced token it must be fn(x)."""
     rng = np.random.default_rng(1)
-    xi, xj = (jnp.asarray(rng.normal(scale=3.0, size=(5, 3, 8))) for _ in range(2))
-    g = jnp.asarray(rng.normal(size=(5, 8, 8)))
+    x = jnp.asarray(rng.normal(size=(5, 8, 8)))
+    xi = jnp.asarray(rng.normal(size=(5, 3, 8)))
 
-    def diff(xi, xj):
-        return jnp.sum((xj[:, :, None, :] - xi[:, :, :, None]) ** 2, axis=1)
-    np.testing.assert_allclose(gram_squared_distances(xi, xj), diff(xi, xj), rtol=1e-12, atol=1e-12)
-    for a, b in zip(jax.vjp(gram_squared_distances, xi, xj)[1](g), jax.vjp(diff, xi, xj)[1](g)):
-        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
+    def fn(g):
+        return jnp.sum(g[:, None] * xi[:, :, :, None], axis=2), -jnp.sum(g[:, None] * xi[:, :, None, :], axis=3)
+    want = fn(x)
+    for token in (0, 7):
+        got = jax.jit(lambda x, t: computed_once(fn, x, t))(x, jnp.int32(token))
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
     m = jnp.asarray(rng.normal(size=(3, 3)))
     v = jnp.asarray(rng.normal(size=(4, 7, 3)))
     np.testing.assert_allclose(times3(v, m), v @ m, rtol=1e-13, atol=1e-13)
