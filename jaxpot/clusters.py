@@ -441,7 +441,14 @@ def cluster_pair_sum(pair_fn: Callable, cutoff: float, *, chunk: int | None = No
             r2 = jnp.where(inside, r2, far)
             u, du = jax.jvp(lambda q: pair_energies(q, inside, fi, fj, shared), (r2,), (jnp.ones_like(r2),))
             if cpu:
-                dxi, dxj = computed_once(geom_vjp, du, a[0])
+                def position_vjp(g):
+                    # one vjp per side: each (k, 3, C, C) product then fuses
+                    # into its own reduction instead of being written out
+                    # for both to read
+                    _, vi = jax.vjp(lambda p: squared_distances(p, xj), xi)
+                    _, vj = jax.vjp(lambda q: squared_distances(xi, q), xj)
+                    return vi(g)[0], vj(g)[0]
+                dxi, dxj = computed_once(position_vjp, du, a[0])
             else:
                 dxi, dxj = geom_vjp(du)
             ys = jnp.zeros((a.shape[0], 3), xc.dtype)
