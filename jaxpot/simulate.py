@@ -13,6 +13,7 @@ state are kept and the run stops with a one-line reason).
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,10 @@ class Engine:
     beads: Callable | None = None   # state -> (P, N, 3) bead positions (PIMD)
     place: Callable = lambda x: x   # puts host-built pytrees (neighbor lists) where the state lives
     shard: Callable = lambda s: s   # distributes a state restored from a checkpoint
+    # state -> state with its potential energy marked unknown (NaN): steps
+    # between observed rows then leave the energy unused, and XLA drops its
+    # evaluation from the force pass (None: every step computes it)
+    without_energy: Callable | None = None
 
 
 def _element_groups(system: System):
@@ -171,6 +176,18 @@ def _element_groups(system: System):
     elements = sorted(set(int(x) for x in z))
     onehot = np.stack([(z == e).astype(np.float64) for e in elements])  # (E, N)
     return elements, onehot / onehot.sum(axis=1, keepdims=True)
+
+
+# Classical engines of at least this many atoms compute the potential energy
+# only on the steps that report it. The block then holds a second compiled
+# copy of the step (about 1 s more compile for villin): for small systems the
+# energy costs less than that.
+FORCES_ONLY_MIN_ATOMS = 1000
+
+
+def without_potential_energy(state):
+    """An MDState with its potential energy marked unknown (NaN, eV)."""
+    return state.replace(potential_energy=jnp.full_like(state.potential_energy, jnp.nan))
 
 
 def classical_engine(pot, params, system, context, md) -> Engine:
@@ -214,9 +231,10 @@ def classical_engine(pot, params, system, context, md) -> Engine:
     columns = ["temperature_K", "potential_energy_eV", "kinetic_energy_eV", "conserved_eV"]
     if periodic:
         columns.append("pressure_bar")
+    skip = without_potential_energy if system.n_atoms >= FORCES_ONLY_MIN_ATOMS else None
     return Engine(init=init, step=lambda s, nbr: step_fn(s, neighbors=nbr), observe=observe,
                   frame=lambda s: s.positions, nbr_positions=lambda s: (s.positions, None),
-                  columns=tuple(columns)), elements, n_dof
+                  columns=tuple(columns), without_energy=skip), elements, n_dof
 
 
 def pimd_engine(pot, params, system, context, md) -> Engine:
@@ -323,16 +341,28 @@ def make_block(engine: Engine, nbr_fns, cell, every: int, rows: int, write_beads
 
     The neighbor list is updated inside every step (rebuilt on device when an
     atom moved more than skin/2); observables are reduced on device once per
-    row. Benchmarks time this same function."""
-    def one_step(carry, _):
+    row. As in OpenMM or i-PI, the potential energy is evaluated only where
+    it is reported: the row's other steps compute forces alone, when the
+    engine allows it (``Engine.without_energy``). Benchmarks time this same
+    function."""
+    def one_step(carry, _, energy=True):
         state, nbr = carry
         if nbr_fns is not None:
             check, ref = engine.nbr_positions(state)
             nbr = nbr_fns.update(check, nbr, cell, reference=ref)
-        return (engine.step(state, nbr), nbr), None
+        state = engine.step(state, nbr)
+        if not energy:
+            state = engine.without_energy(state)
+        return (state, nbr), None
+
+    forces_only = engine.without_energy is not None and every > 1
 
     def one_row(carry, _):
-        carry, _ = jax.lax.scan(one_step, carry, None, length=every)
+        if forces_only:
+            carry, _ = jax.lax.scan(functools.partial(one_step, energy=False), carry, None, length=every - 1)
+            carry, _ = one_step(carry, None)
+        else:
+            carry, _ = jax.lax.scan(one_step, carry, None, length=every)
         frame = engine.beads(carry[0]) if write_beads else engine.frame(carry[0])
         return carry, (engine.observe(*carry), frame)
 

@@ -163,3 +163,50 @@ def test_float32_run_conserves_energy_like_float64(tmp_path):
         assert th["conserved_eV"].std() < 0.05 * th["kinetic_energy_eV"].std(), name
     resolved = io.read_toml(tmp_path / "f32" / "config.toml")
     assert resolved["md"]["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("thermostat", ["langevin", "nose_hoover_chain"])
+def test_forces_only_steps_between_rows_give_the_same_rows_and_state(thermostat):
+    """Large systems compute the potential energy only on the steps that a
+    row reports; every row and the final state must equal those of a block
+    that evaluates it each step (forces are the same computation)."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    from ase.build import bulk
+
+    from jaxpot.clusters import neighbor_fns_for
+    from jaxpot.potentials import build_potential
+    from jaxpot.potentials.base import Context
+    from jaxpot.simulate import (MD_DEFAULTS, cast_params, classical_engine, make_block, neighbor_skin,
+                                 without_potential_energy)
+    from jaxpot.system import from_ase
+
+    atoms = bulk("Ar", "fcc", a=5.26, cubic=True).repeat((3, 3, 3))
+    atoms.rattle(0.05, seed=3)
+    system = from_ase(atoms, dtype=jnp.float64)
+    pot = build_potential(dict(ARGON), system)
+    params = cast_params(pot.init(jax.random.PRNGKey(0), system), jnp.float64)
+    ctx = Context(species=system.species, cell=system.cell, neighbors=None, charges=system.charges)
+    md = {**MD_DEFAULTS, "ensemble": "nvt", "thermostat": thermostat, "temperature": 80.0, "timestep": 5.0,
+          "tau": 200.0}
+    engine = classical_engine(pot, params, system, ctx, md)[0]
+    assert engine.without_energy is None            # 108 atoms: below the size that skips energies
+    fns = neighbor_fns_for(pot, np.asarray(system.cell), True, system.n_atoms, skin=neighbor_skin(md))
+    nbr = fns.allocate(system.positions, system.cell)
+    state = engine.init(jax.random.PRNGKey(1), nbr)
+    every, rows = 5, 3
+    out = {}
+    for name, skip in (("each step", None), ("rows only", without_potential_energy)):
+        block = make_block(dataclasses.replace(engine, without_energy=skip), fns, system.cell, every, rows)
+        out[name] = jax.jit(block)((state, nbr))
+    (s1, _), (r1, _) = out["each step"]
+    (s2, _), (r2, _) = out["rows only"]
+    for key in r1:
+        np.testing.assert_allclose(r2[key], r1[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    assert np.all(np.isfinite(r2["potential_energy_eV"]))
+    for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    # a forces-only step leaves the energy unknown, not stale
+    assert np.isnan(float(without_potential_energy(s1).potential_energy))
