@@ -81,7 +81,7 @@ class ClusterNeighborList:
     n_builds: jnp.ndarray     # int32
     row_capacity: int = struct.field(pytree_node=False, default=0)
     cluster_size: int = struct.field(pytree_node=False, default=8)
-    cell_capacity: int = struct.field(pytree_node=False, default=0)   # unused; the pair-list field
+    cell_capacity: int = struct.field(pytree_node=False, default=0)   # clusters per column searched (0: all)
 
     @property
     def capacity(self) -> int:
@@ -126,10 +126,14 @@ class ClusterListFns:
     excluded: Callable        # (i, j) -> bool
     images: str = "all"
     pbc: bool = True
+    # (dx, dy) offsets of the columns whose clusters can come within cutoff +
+    # skin of a cluster's column (each column once)
+    column_offsets: tuple = ((0, 0),)
 
     def __post_init__(self):
         # one jitted builder (the pair list's name, which checkpoint restarts call)
         object.__setattr__(self, "_build_jit", jax.jit(self.build, static_argnums=(2, 3, 4)))
+        object.__setattr__(self, "_fullest_column", jax.jit(self.fullest_column))
 
     # ---------------- clusters -----------------
     def _clusters(self, frac_wrapped):
@@ -150,13 +154,39 @@ class ClusterListFns:
         slot = cstart[col_sorted] * c + rank
         m = self.n_clusters * c
         slots = jnp.full(m, n, jnp.int32).at[slot].set(order.astype(jnp.int32), mode="drop")
-        return slots, jnp.sum(per_col)
+        return slots, jnp.sum(per_col), cstart, per_col
+
+    def fullest_column(self, positions, cell):
+        """Most clusters in one x-y column for these positions (N, 3) A."""
+        lengths = jnp.diagonal(jnp.asarray(cell).astype(jnp.float64))
+        frac = positions.astype(jnp.float64) / lengths
+        return jnp.max(self._clusters(frac - jnp.floor(frac))[3])
+
+    def _candidates(self, a, cstart, per_col, column_capacity: int):
+        """Clusters (B, Q) that can pair with clusters ``a`` (B,): those of
+        the columns within reach, ``column_capacity`` slots per column, and
+        which of the slots hold one. Q = offsets x capacity, independent of
+        the system size (the search is O(clusters), not O(clusters^2))."""
+        nx, ny = self.columns
+        ends = jnp.cumsum(per_col)
+        col = jnp.minimum(jnp.searchsorted(ends, a, side="right"), nx * ny - 1)   # column of each a
+        offs = np.asarray(self.column_offsets, np.int32)
+        cx = (col // ny)[:, None] + offs[None, :, 0]
+        cy = (col % ny)[:, None] + offs[None, :, 1]
+        cn = (cx % nx) * ny + cy % ny                                           # (B, O)
+        t = jnp.arange(column_capacity, dtype=jnp.int32)
+        cand = cstart[cn][..., None] + t                                        # (B, O, T)
+        valid = t < per_col[cn][..., None]
+        b = a.shape[0]
+        return (jnp.minimum(cand, self.n_clusters - 1).reshape(b, -1).astype(jnp.int32),
+                valid.reshape(b, -1))
 
     def build(self, positions, cell, capacity: int, row_capacity: int, cell_capacity: int = 0,
               prev=None) -> ClusterNeighborList:
         """Pure build at fixed capacities (jit-able); the arguments of
-        :meth:`jaxpot.neighbors.NeighborListFns.build` (``cell_capacity`` is
-        unused: the cluster count is fixed by the atom count and columns)."""
+        :meth:`jaxpot.neighbors.NeighborListFns.build`. ``cell_capacity``:
+        clusters per x-y column that the search reads (a fuller column is an
+        overflow); 0 searches every cluster pair (lists of older checkpoints)."""
         reference = positions
         x = positions.astype(jnp.float64)
         cell = jnp.asarray(cell).astype(jnp.float64)
@@ -165,7 +195,7 @@ class ClusterListFns:
         frac = x / lengths
         wrap = jnp.floor(frac)
         fw = frac - wrap
-        slots, used = self._clusters(fw)
+        slots, used, cstart, per_col = self._clusters(fw)
         xw = fw * lengths
         xs = gather_slots(xw, slots, nc, c)
         real = (slots < n).reshape(nc, c)
@@ -179,26 +209,32 @@ class ClusterListFns:
 
         nb = -(-nc // self.block)
         rows = jnp.arange(nb * self.block, dtype=jnp.int32).reshape(nb, self.block)
-        cols = jnp.arange(nc, dtype=jnp.int32)
 
         def row_block(ia):
             a = jnp.minimum(ia, nc - 1)
-            d = ctr[None, :, :] - ctr[a][:, None, :]                    # (B, NC, 3)
+            if cell_capacity:
+                cand, cvalid = self._candidates(a, cstart, per_col, cell_capacity)   # (B, Q)
+            else:
+                cand = jnp.broadcast_to(jnp.arange(nc, dtype=jnp.int32), (a.shape[0], nc))
+                cvalid = jnp.ones(cand.shape, bool)
+            d = ctr[cand] - ctr[a][:, None, :]                                   # (B, Q, 3)
             s = -jnp.round(d / lengths)
             d = d + s * lengths
-            hsum = half[a][:, None, :] + half[None, :, :]
+            hsum = half[a][:, None, :] + half[cand]
             gap = jnp.maximum(jnp.abs(d) - hsum, 0.0)
             g2 = jnp.sum(gap * gap, axis=-1)
-            pair = (cols[None, :] >= a[:, None]) & live[a][:, None] & live[None, :] & (ia[:, None] < nc)
+            pair = cvalid & (cand >= a[:, None]) & live[a][:, None] & live[cand] & (ia[:, None] < nc)
             ok = pair & (g2 < rc * rc)
             # each cluster pair is listed at the minimum image of its centres,
             # which is exact unless the next image along some axis is also in
-            # range (clusters long compared with L/2 - rc - skin): flag that
+            # range (clusters long compared with L/2 - rc - skin): flag that.
+            # Clusters outside the columns searched are out of range at every
+            # image (the minimum image is the nearest).
             alt = jnp.maximum(lengths - jnp.abs(d) - hsum, 0.0)
             two_images = pair & jnp.any(g2[..., None] - gap * gap + alt * alt < rc * rc, axis=-1)
             sel, valid, cnt = jax.vmap(lambda f: _compact(f, row_capacity))(ok)
             s_sel = jnp.take_along_axis(s, sel[..., None], axis=1)
-            return sel, s_sel, valid, cnt, jnp.any(two_images)
+            return jnp.take_along_axis(cand, sel, axis=1), s_sel, valid, cnt, jnp.any(two_images)
 
         b_sel, s_sel, valid, cnt, two_images = jax.lax.map(row_block, rows)
         image_ok = ~jnp.any(two_images)
@@ -220,6 +256,8 @@ class ClusterListFns:
 
         max_row = jnp.max(cnt).astype(jnp.int32)
         over = (n_pairs > capacity) | (max_row > row_capacity) | (used > nc) | ~image_ok
+        if cell_capacity:
+            over = over | (jnp.max(per_col) > cell_capacity)
         n_builds = jnp.int32(1)
         if prev is not None:
             over = over | prev.overflow
@@ -229,9 +267,20 @@ class ClusterListFns:
             slots=slots, wrap=wrap, pair_a=pa.astype(jnp.int32), pair_b=pb.astype(jnp.int32),
             shifts=sh, pair_mask=pm, reference=reference, n_pairs=n_pairs.astype(jnp.int32),
             max_row=max_row, max_extent=jnp.max(max_half), images_ok=image_ok, overflow=over, n_builds=n_builds,
-            row_capacity=row_capacity, cluster_size=c)
+            row_capacity=row_capacity, cluster_size=c, cell_capacity=cell_capacity)
 
     # ---------------- host and loop interface -----------------
+    def _column_capacity(self, positions, cell, at_least: int = 0) -> int:
+        """Clusters per column the search reads: the fullest column now plus
+        20% (at least 2) for the columns' fluctuations."""
+        fullest = int(self._fullest_column(jnp.asarray(positions), cell))
+        return max(fullest + max(2, -(-fullest // 5)), at_least)
+
+    def _search_width(self, column_capacity: int) -> int:
+        """Candidate partners per cluster: the columns in reach times their capacity."""
+        return min(len(self.column_offsets) * column_capacity, self.n_clusters) if column_capacity \
+            else self.n_clusters
+
     def allocate(self, positions, cell, capacity: int | None = None,
                  row_capacity: int | None = None, cell_capacity: int | None = None) -> ClusterNeighborList:
         """Build on the host with capacities from the current structure times
@@ -240,7 +289,8 @@ class ClusterListFns:
         problem = cluster_layout_problem(np.asarray(cell), self.cutoff, self.skin)
         if problem:
             raise ClusterLayoutError(problem)
-        probe = self._probe(positions, cell)
+        tcap = self._column_capacity(positions, cell, cell_capacity or 0)
+        probe = self._probe(positions, cell, tcap)
         if not bool(probe.images_ok):
             raise ClusterLayoutError(
                 f"clusters of this structure extend up to {float(probe.max_extent):.2f} A: too wide for "
@@ -248,15 +298,18 @@ class ClusterListFns:
                 "use the pair-list layout (neighbor layout 'pairs')")
         # rows only size the build's scratch: a generous margin costs little
         rcap = max(_round_up(int(probe.max_row) * max(self.capacity_multiplier, 1.2) + 4, 8), row_capacity or 0)
-        rcap = min(rcap, self.n_clusters)
+        rcap = min(rcap, self._search_width(tcap))
         cap = max(int(probe.n_pairs * self.capacity_multiplier) + 8, capacity or 0)
         # large lists: whole chunks of the pair sum's CPU loop (no padding copy per step)
         cap = _round_up(cap, 2048 if cap >= 16384 else 256)
-        return self._build_jit(positions, cell, cap, rcap, 0)
+        return self._build_jit(positions, cell, cap, rcap, tcap)
 
-    def _probe(self, positions, cell) -> ClusterNeighborList:
-        """A build that only counts (room for every partner of a cluster, 8 pairs kept)."""
-        return self._build_jit(jnp.asarray(positions), cell, 8, self.n_clusters, 0)
+    def _probe(self, positions, cell, column_capacity: int | None = None) -> ClusterNeighborList:
+        """A build that only counts (room for every candidate partner of a
+        cluster, 8 pairs kept)."""
+        positions = jnp.asarray(positions)
+        tcap = column_capacity or self._column_capacity(positions, cell)
+        return self._build_jit(positions, cell, 8, self._search_width(tcap), tcap)
 
     def fits(self, positions, cell) -> bool:
         """Whether this structure's clusters are compact enough for the
@@ -275,7 +328,8 @@ class ClusterListFns:
         # every listed pair slot is computed each step, so the pair capacity
         # grows in small steps (the count of a liquid varies by ~1%)
         return self.allocate(positions, cell, capacity=int(nbr.capacity * 1.1) + 8,
-                             row_capacity=int(nbr.row_capacity * 1.5) + 4)
+                             row_capacity=int(nbr.row_capacity * 1.5) + 4,
+                             cell_capacity=int(nbr.cell_capacity * 1.2) + 1 if nbr.cell_capacity else None)
 
     def needs_rebuild(self, positions, nbr: ClusterNeighborList):
         d = positions - nbr.reference
@@ -285,7 +339,7 @@ class ClusterListFns:
         build_from = positions if reference is None else reference
         return jax.lax.cond(
             self.needs_rebuild(positions, nbr),
-            lambda: self.build(build_from, cell, nbr.capacity, nbr.row_capacity, prev=nbr),
+            lambda: self.build(build_from, cell, nbr.capacity, nbr.row_capacity, nbr.cell_capacity, prev=nbr),
             lambda: nbr)
 
 
@@ -315,10 +369,17 @@ def cluster_list(cutoff: float, cell, n_atoms: int, *, skin: float = 1.0, exclud
     from .potentials.classical import exclusion_lookup
 
     excl = np.zeros((0, 2), np.int64) if excluded is None else np.asarray(excluded, np.int64).reshape(-1, 2)
+    # a cluster lies inside its column, so clusters |d| columns apart are at
+    # least (|d| - 1) column widths apart: reach ceil((cutoff + skin) / width)
+    reach = []
+    for n_col, length in ((nx, lengths[0]), (ny, lengths[1])):
+        r = int(np.ceil((cutoff + skin) / (length / n_col)))
+        reach.append(list(range(n_col)) if 2 * r + 1 >= n_col else list(range(-r, r + 1)))
+    offsets = tuple((dx, dy) for dx in reach[0] for dy in reach[1])
     return ClusterListFns(cutoff=float(cutoff), skin=float(skin), cluster_size=int(cluster_size),
                           columns=(nx, ny), n_clusters=int(n_clusters), n_atoms=int(n_atoms),
                           capacity_multiplier=float(capacity_multiplier), block=int(block),
-                          excluded=exclusion_lookup(n_atoms, excl))
+                          excluded=exclusion_lookup(n_atoms, excl), column_offsets=offsets)
 
 
 # ---------------------------------------------------------------------------

@@ -140,6 +140,34 @@ def test_cluster_list_is_reused_within_the_skin_and_rebuilt_beyond_it():
         pos = moved if step == 1 else pos
 
 
+def test_column_search_finds_the_cluster_pairs_of_the_all_pairs_search():
+    """The build reads only the x-y columns within reach of a cluster's
+    column (O(clusters)); it must list the same cluster pairs, with the same
+    image shifts, as testing every pair of clusters. A column fuller than
+    the capacity searched is an overflow, and reallocation mends it."""
+    pos, cell = fluid(seed=5, reps=9)                 # 2916 atoms, 47 A cube
+    cutoff = 6.0
+    fns = cluster_list(cutoff, cell, len(pos), skin=SKIN)
+    nx, ny = fns.columns
+    assert len(fns.column_offsets) < nx * ny          # the search is restricted
+    x, c = jnp.asarray(pos), jnp.asarray(cell)
+    nbl = fns.allocate(x, c)
+    assert not nbl.did_overflow() and nbl.cell_capacity > 0
+    every = fns._build_jit(x, c, nbl.capacity, fns.n_clusters, 0)
+
+    def listed(lst):
+        k = int(lst.n_pairs)
+        return sorted(zip(np.asarray(lst.pair_a)[:k].tolist(), np.asarray(lst.pair_b)[:k].tolist(),
+                          map(tuple, np.asarray(lst.shifts)[:k].astype(int).tolist())))
+    assert int(nbl.n_pairs) == int(every.n_pairs) > 0
+    assert listed(nbl) == listed(every)
+    full = int(fns.fullest_column(x, c))
+    tight = fns._build_jit(x, c, nbl.capacity, nbl.row_capacity, full - 1)
+    assert tight.did_overflow()
+    grown = fns.reallocate(tight, x, c)
+    assert not grown.did_overflow() and grown.cell_capacity >= full
+
+
 def test_cluster_list_overflow_is_flagged_and_reallocation_grows_it():
     pos, cell = fluid()
     fns = cluster_list(RC, cell, len(pos), skin=SKIN)
