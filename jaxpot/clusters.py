@@ -16,7 +16,10 @@ Clusters (the GROMACS recipe): atoms are binned into columns of the x-y
 plane, each column sorted along z and cut into runs of C atoms; a column's
 last cluster is padded. The slot table maps the ``n_clusters * C`` slots to
 atoms (``N`` marks padding). Positions are not reordered in the state: the
-pair sum gathers them through the slot table.
+pair sum gathers them through the slot table. A cluster lies inside its
+column, so the search for a cluster's partners reads only the columns within
+reach, ceil((cutoff + skin) / column width) either way, up to
+``cell_capacity`` clusters each: the build is linear in the system size.
 
 Periodic images: the list is built from positions wrapped into the cell at
 the build (``wrap`` holds each atom's integer cell offsets, fixed until the

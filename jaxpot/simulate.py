@@ -178,16 +178,21 @@ def _element_groups(system: System):
     return elements, onehot / onehot.sum(axis=1, keepdims=True)
 
 
-# Classical engines of at least this many atoms compute the potential energy
-# only on the steps that report it. The block then holds a second compiled
-# copy of the step (about 1 s more compile for villin): for small systems the
-# energy costs less than that.
+# Engines of at least this many atoms (times beads) compute the potential
+# energy only on the steps that report it. The block then holds a second
+# compiled copy of the step (about 1 s more compile for villin): for small
+# systems the energy costs less than that.
 FORCES_ONLY_MIN_ATOMS = 1000
 
 
 def without_potential_energy(state):
     """An MDState with its potential energy marked unknown (NaN, eV)."""
     return state.replace(potential_energy=jnp.full_like(state.potential_energy, jnp.nan))
+
+
+def without_bead_energies(state):
+    """A PIMDState with its bead energies marked unknown (NaN, eV)."""
+    return state.replace(energies=jnp.full_like(state.energies, jnp.nan))
 
 
 def classical_engine(pot, params, system, context, md) -> Engine:
@@ -301,9 +306,10 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
         from jax.sharding import NamedSharding, PartitionSpec
         return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
+    skip = without_bead_energies if system.n_atoms * n_beads >= FORCES_ONLY_MIN_ATOMS else None
     return Engine(init=init, step=lambda s, nbr: step_fn(s, neighbors=nbr), observe=observe,
                   frame=frame, nbr_positions=nbr_positions, columns=columns,
-                  beads=lambda s: s.positions, place=place, shard=shard), elements, n_dof
+                  beads=lambda s: s.positions, place=place, shard=shard, without_energy=skip), elements, n_dof
 
 
 def _bead_mesh(n_beads: int, devices: int):

@@ -165,8 +165,8 @@ def test_float32_run_conserves_energy_like_float64(tmp_path):
     assert resolved["md"]["dtype"] == "float32"
 
 
-@pytest.mark.parametrize("thermostat", ["langevin", "nose_hoover_chain"])
-def test_forces_only_steps_between_rows_give_the_same_rows_and_state(thermostat):
+@pytest.mark.parametrize("ensemble,thermostat", [("nvt", "langevin"), ("pimd", "pile_l")])
+def test_forces_only_steps_between_rows_give_the_same_rows_and_state(ensemble, thermostat):
     """Large systems compute the potential energy only on the steps that a
     row reports; every row and the final state must equal those of a block
     that evaluates it each step (forces are the same computation)."""
@@ -180,7 +180,7 @@ def test_forces_only_steps_between_rows_give_the_same_rows_and_state(thermostat)
     from jaxpot.potentials import build_potential
     from jaxpot.potentials.base import Context
     from jaxpot.simulate import (MD_DEFAULTS, cast_params, classical_engine, make_block, neighbor_skin,
-                                 without_potential_energy)
+                                 pimd_engine, without_bead_energies, without_potential_energy)
     from jaxpot.system import from_ase
 
     atoms = bulk("Ar", "fcc", a=5.26, cubic=True).repeat((3, 3, 3))
@@ -189,16 +189,18 @@ def test_forces_only_steps_between_rows_give_the_same_rows_and_state(thermostat)
     pot = build_potential(dict(ARGON), system)
     params = cast_params(pot.init(jax.random.PRNGKey(0), system), jnp.float64)
     ctx = Context(species=system.species, cell=system.cell, neighbors=None, charges=system.charges)
-    md = {**MD_DEFAULTS, "ensemble": "nvt", "thermostat": thermostat, "temperature": 80.0, "timestep": 5.0,
-          "tau": 200.0}
-    engine = classical_engine(pot, params, system, ctx, md)[0]
+    md = {**MD_DEFAULTS, "ensemble": ensemble, "thermostat": thermostat, "temperature": 80.0,
+          "timestep": 5.0 if ensemble == "nvt" else 2.0, "tau": 200.0, "beads": 4 if ensemble == "pimd" else 1}
+    make, forget = ((classical_engine, without_potential_energy) if ensemble == "nvt"
+                    else (pimd_engine, without_bead_energies))
+    engine = make(pot, params, system, ctx, md)[0]
     assert engine.without_energy is None            # 108 atoms: below the size that skips energies
     fns = neighbor_fns_for(pot, np.asarray(system.cell), True, system.n_atoms, skin=neighbor_skin(md))
     nbr = fns.allocate(system.positions, system.cell)
     state = engine.init(jax.random.PRNGKey(1), nbr)
     every, rows = 5, 3
     out = {}
-    for name, skip in (("each step", None), ("rows only", without_potential_energy)):
+    for name, skip in (("each step", None), ("rows only", forget)):
         block = make_block(dataclasses.replace(engine, without_energy=skip), fns, system.cell, every, rows)
         out[name] = jax.jit(block)((state, nbr))
     (s1, _), (r1, _) = out["each step"]
@@ -209,4 +211,5 @@ def test_forces_only_steps_between_rows_give_the_same_rows_and_state(thermostat)
     for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     # a forces-only step leaves the energy unknown, not stale
-    assert np.isnan(float(without_potential_energy(s1).potential_energy))
+    forgotten = forget(s1)
+    assert np.all(np.isnan(np.asarray(forgotten.potential_energy if ensemble == "nvt" else forgotten.energies)))
