@@ -16,23 +16,31 @@ from jaxpot.simulate import (MD_DEFAULTS, cast_params, classical_engine, grow_ne
 from jaxpot.system import from_ase
 
 
-def time_calls(call, steps_per_call, min_steps, min_seconds, max_seconds):
+def time_calls(call, steps_per_call, min_steps, min_seconds, max_seconds, statistic="mean"):
     """(steps/s, steps timed) of repeated ``call()`` (which must block until
     its work is done) after one warm-up call; stops after ``max_seconds`` or
-    once both ``min_steps`` and ``min_seconds`` are reached."""
+    once both ``min_steps`` and ``min_seconds`` are reached.
+
+    statistic: "mean" (steps over the whole window) or "median" (of the
+    single calls: robust to this VM's periods of 2x slowdown, which last
+    from ~1 s to tens of seconds)."""
     call()
-    n = 0
+    times = []
     t0 = time.perf_counter()
     while True:
+        t1 = time.perf_counter()
         call()
-        n += 1
+        times.append(time.perf_counter() - t1)
         el = time.perf_counter() - t0
-        if el >= max_seconds or (n * steps_per_call >= min_steps and el >= min_seconds):
+        if el >= max_seconds or (len(times) * steps_per_call >= min_steps and el >= min_seconds):
             break
-    return n * steps_per_call / el, n * steps_per_call
+    n = len(times) * steps_per_call
+    if statistic == "median":
+        return steps_per_call / float(np.median(times)), n
+    return n / el, n
 
 
-def time_blocks(run_block, carry, steps_per_block, min_steps, min_seconds, max_seconds):
+def time_blocks(run_block, carry, steps_per_block, min_steps, min_seconds, max_seconds, statistic="mean"):
     """:func:`time_calls` for a jitted ``run_block(carry) -> carry``; also
     returns the final carry."""
     box = [carry]
@@ -40,7 +48,7 @@ def time_blocks(run_block, carry, steps_per_block, min_steps, min_seconds, max_s
     def call():
         box[0] = jax.block_until_ready(run_block(box[0]))
 
-    sps, steps = time_calls(call, steps_per_block, min_steps, min_seconds, max_seconds)
+    sps, steps = time_calls(call, steps_per_block, min_steps, min_seconds, max_seconds, statistic)
     return sps, steps, box[0]
 
 
@@ -67,7 +75,7 @@ def jaxpot_engine(atoms, spec, md_overrides, dtype_name):
     return system, pot, params, ctx, engine, fns, engine.place(nbr), state
 
 
-def block_timer(engine, fns, cell, state, nbr, every, rows):
+def block_timer(engine, fns, cell, state, nbr, every, rows, statistic="mean"):
     """(compile seconds, timer(timing) -> steps/s, live dict) for the run_md
     block of ``every * rows`` steps; a timed round that overflows the
     neighbor list is re-run with a larger list, as ``run_md`` does."""
@@ -85,7 +93,7 @@ def block_timer(engine, fns, cell, state, nbr, every, rows):
         for _ in range(3):
             start = live["carry"]
             builds0 = int(start[1].n_builds) if fns is not None else 0
-            sps, steps, end = time_blocks(live["compiled"], start, every * rows, *timing)
+            sps, steps, end = time_blocks(live["compiled"], start, every * rows, *timing, statistic=statistic)
             if fns is None or not bool(end[1].overflow):
                 live["carry"] = end
                 live["steps"] += steps + every * rows   # timed blocks + warm-up block
