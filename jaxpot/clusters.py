@@ -500,7 +500,10 @@ def cluster_pair_sum(pair_fn: Callable, cutoff: float, *, chunk: int | None = No
             e_acc, gx, gf, gsh = carry
             a, b, s, m = blk
             xi, xj, fi, fj = inputs(xt, s, feats, a, b)
-            r2, geom_vjp = jax.vjp(squared_distances, xi, xj)
+            if cpu:
+                r2 = squared_distances(xi, xj)
+            else:
+                r2, geom_vjp = jax.vjp(squared_distances, xi, xj)
             inside = m & (r2 < rc2)
             r2 = jnp.where(inside, r2, far)
             u, du = jax.jvp(lambda q: pair_energies(q, inside, fi, fj, shared), (r2,), (jnp.ones_like(r2),))
