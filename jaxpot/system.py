@@ -14,9 +14,7 @@ from flax import struct
 
 from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 
-
-class InputError(ValueError):
-    """Bad user input: the message names the problem in one line."""
+from .errors import InputError  # noqa: F401  (re-exported: the data model raises it)
 
 
 def positive_number(name: str, value, unit: str) -> float:

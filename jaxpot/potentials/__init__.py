@@ -5,27 +5,11 @@ units) into a :class:`~jaxpot.potentials.base.Potential` for a system.
 """
 from __future__ import annotations
 
-import importlib
-
-from ..system import InputError, System
+from ..errors import InputError
+from ..system import System
+from . import registry
 from .base import Context, Potential, sum_potentials  # noqa: F401  (re-exported)
-
-# kind -> "module:factory"; factories are (config: dict, system) -> Potential.
-# Imported lazily so optional dependencies stay optional.
-KINDS = {
-    "lj": "jaxpot.potentials.classical:lj_from_config",
-    "harmonic": "jaxpot.potentials.classical:harmonic_from_config",
-    "qtip4pf": "jaxpot.potentials.water:qtip4pf_from_config",
-    "spcfw": "jaxpot.potentials.water:spcfw_from_config",
-    "atomic_energies": "jaxpot.potentials.saved:atomic_energies_from_config",
-    "model": "jaxpot.potentials.saved:model_from_config",
-    "gaussian_electrostatics": "jaxpot.potentials.electrostatics:gaussian_electrostatics_from_config",
-    "behler_parrinello": "jaxpot.potentials.behler_parrinello:behler_parrinello_from_config",
-    "nequip": "jaxpot.potentials.equivariant:nequip_from_config",
-    "mace": "jaxpot.potentials.equivariant:mace_from_config",
-    "kernel": "jaxpot.potentials.kernels:kernel_from_config",
-    "openmm": "jaxpot.interop.openmm:openmm_from_config",
-}
+from .registry import KindSpec  # noqa: F401
 
 
 def build_potential(config: dict, system: System) -> Potential:
@@ -34,8 +18,8 @@ def build_potential(config: dict, system: System) -> Potential:
         raise InputError("[potential] must be a table with a 'kind' key")
     kind = config.get("kind")
     if kind is None:
-        raise InputError("[potential] has no 'kind' (one of: " + ", ".join(sorted(KINDS) + ["sum"]) + ")")
-    if kind == "sum":
+        raise InputError("[potential] has no 'kind' (one of: " + ", ".join(registry.names()) + ")")
+    if kind == registry.COMPOSITE:
         terms = config.get("terms")
         if not terms or not isinstance(terms, list):
             raise InputError("potential kind 'sum' needs a non-empty list 'terms'")
@@ -43,11 +27,4 @@ def build_potential(config: dict, system: System) -> Potential:
         if unknown:
             raise InputError(f"unknown key(s) for potential kind 'sum': {', '.join(sorted(unknown))}")
         return sum_potentials([build_potential(t, system) for t in terms])
-    if kind not in KINDS:
-        raise InputError(f"unknown potential kind {kind!r} (known: {', '.join(sorted(KINDS) + ['sum'])})")
-    module, factory = KINDS[kind].split(":")
-    try:
-        fn = getattr(importlib.import_module(module), factory)
-    except (ImportError, AttributeError) as err:
-        raise InputError(f"potential kind {kind!r} is not available in this version of jaxpot ({err})") from err
-    return fn(dict(config), system)
+    return registry.spec(kind).factory(dict(config), system)
