@@ -5,16 +5,14 @@ import pytest
 
 import jaxpot  # noqa: F401  (enables float64)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture
 def shared_data():
-    """Path to ../shared/data; skips where the shared folder is absent (fresh clone)."""
-    d = SHARED / "data"
-    if not d.is_dir():
-        pytest.skip("../shared/data is not present (fresh clone)")
-    return d
+    """Path to tests/data: the water boxes the tests read (they ship with the
+    repository, so nothing is skipped on a fresh clone; see tests/data/README.md)."""
+    return DATA
 
 
 def assert_restart_bit_identical(tmp_path, make_config, steps: int):
