@@ -301,3 +301,27 @@ def test_kernel_model_trains_and_evaluates_from_the_command_line(tmp_path, capsy
     np.testing.assert_allclose(got["energy_mae_eV_per_atom"], expect, rtol=1e-9)
     # a model directory that exists is never overwritten without --overwrite
     assert main(["train", str(tmp_path / "k.toml"), "--no-progress"]) == 2
+
+
+def test_kernel_training_rejects_fit_keys_it_does_not_use_and_a_per_element_baseline(tmp_path):
+    """A closed-form kernel fit takes no gradient-training [fit] keys (the
+    error names each one) and no [model] atomic_energies other than 'none'
+    (it fits its own per-element offset); batch_size (evaluation batches) and
+    atomic_energies = 'none' are accepted."""
+    data = _small_water_file(tmp_path, n_frames=12, max_molecules=2)
+
+    def cfg(out, fit=None, **model):
+        c = {"data": {"train": str(data), "validation_fraction": 0.25},
+             "model": {"kind": "kernel", "descriptor": "coulomb_eigen", "kernel": "gaussian", **model},
+             "output": {"directory": str(tmp_path / out)}}
+        if fit is not None:
+            c["fit"] = fit
+        return c
+
+    with pytest.raises(InputError, match=r"\[fit\] epochs, learning_rate: not used by kind = 'kernel'"):
+        train(cfg("a", {"epochs": 10, "learning_rate": 0.01, "batch_size": 4}), progress=False)
+    for e0 in ("fit", {"H": -13.6, "O": -2040.0}):
+        with pytest.raises(InputError, match="atomic_energies .* does not apply to kind = 'kernel'"):
+            train(cfg("b", atomic_energies=e0), progress=False)
+    summary = train(cfg("c", {"batch_size": 4}, atomic_energies="none"), progress=False)
+    assert summary["model"] == "kernel" and summary["epochs"] == 0
