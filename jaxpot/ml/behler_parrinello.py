@@ -103,8 +103,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from ..system import InputError, check_choice, positive_number, species_from_symbols
-from .base import Context, Potential, check_species, esum, pairs, safe_norm, species_index_table
+from ..potentials.base import Context, Potential, check_species, esum, pairs, safe_norm, species_index_table
+from ..potentials.saved import read_model_config
+from ..system import InputError, check_choice, positive_number, species_from_symbols, to_ase
 
 KIND = "behler_parrinello"
 ACTIVATIONS = {"tanh": jnp.tanh, "silu": jax.nn.silu, "softplus": jax.nn.softplus}
@@ -255,8 +256,6 @@ def _most_neighbors(system, cutoff: float) -> int:
     """Most neighbors (periodic images included) of one atom within ``cutoff``
     (ASE's neighbor list on the host: no compilation, O(N) with binning)."""
     from ase.neighborlist import neighbor_list as ase_neighbor_list
-
-    from ..system import to_ase
 
     i = ase_neighbor_list("i", to_ase(system), cutoff)
     return int(np.bincount(i, minlength=system.n_atoms).max()) if len(i) else 0
@@ -462,7 +461,6 @@ def _descriptor_of(potential_or_config) -> _Descriptor:
     wrapping one, or a config."""
     cfg = potential_or_config.config if isinstance(potential_or_config, Potential) else potential_or_config
     if cfg.get("kind") == "model":
-        from .saved import read_model_config
         cfg = read_model_config(cfg["path"])["potential"]
     if cfg.get("kind") != KIND:
         raise InputError(f"expected a '{KIND}' potential, got kind {cfg.get('kind')!r}")
