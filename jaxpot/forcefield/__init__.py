@@ -7,11 +7,12 @@ from .topology import (COMBINATION_RULES, ForceFieldParams, Topology,  # noqa: F
                        exclusions_from_bonds, make_params, make_topology)
 from .bonded import (angle_values, bond_lengths, cmap_energy, cmap_grid_from_openmm,  # noqa: F401
                      dihedral_values, harmonic_angle_energy, harmonic_bond_energy,
-                     harmonic_improper_energy, periodic_torsion_energy, wrap_angle)
-from .nonbonded import (combine_lj, dispersion_correction_energy, lj_energy,  # noqa: F401
+                     harmonic_improper_energy, periodic_torsion_energy, quartic_morse_bond_energy,
+                     wrap_angle)
+from .nonbonded import (DISPERSION_COUNTINGS, combine_lj, dispersion_correction_energy, lj_energy,  # noqa: F401
                         nbfix_from_ab, switch_function)
 from .exclusions_compat import exclusion_bitmask, excluded_pairs_lookup, exclusion_lookup  # noqa: F401
 from .engine import COULOMB_METHODS, classical_potential  # noqa: F401
 from .kinds import harmonic_from_config, lj_from_config  # noqa: F401
 from .water import (QTIP4PF, SPCFW, find_water_molecules, qtip4pf_from_config,  # noqa: F401
-                    spcfw_from_config, water_potential)
+                    spcfw_from_config, water_force_field_params, water_potential, water_topology)

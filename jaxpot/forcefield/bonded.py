@@ -9,6 +9,9 @@ Energy expressions follow OpenMM's conventions, so that an importer only
 converts units and fills arrays:
 
   harmonic bond / Urey-Bradley  E = 1/2 k (r - r0)^2            (HarmonicBondForce)
+  quartic Morse bond            E = D [x^2 - x^3 + 7/12 x^4], x = a (r - r0)
+                                (q-TIP4P/F O-H: Habershon, Markland, Manolopoulos,
+                                JCP 131, 024501 (2009))
   harmonic angle                E = 1/2 k (theta - theta0)^2    (HarmonicAngleForce)
   periodic torsion              E = k (1 + cos(n phi - phi0))   (PeriodicTorsionForce)
   harmonic improper             E = 1/2 k dphi^2, dphi = phi - phi0 wrapped to (-pi, pi]
@@ -92,6 +95,14 @@ def wrap_angle(x):
 def harmonic_bond_energy(r, k, r0):
     """E = 1/2 k (r - r0)^2; r, r0 in A, k in eV/A^2 -> eV per bond."""
     return 0.5 * k * (r - r0) ** 2
+
+
+def quartic_morse_bond_energy(r, depth, alpha, r0):
+    """E = D [x^2 - x^3 + (7/12) x^4], x = a (r - r0): the Morse potential
+    D (1 - exp(-x))^2 expanded to fourth order (q-TIP4P/F). r, r0 A, D eV,
+    a 1/A -> eV per bond."""
+    x = alpha * (r - r0)
+    return depth * (x ** 2 - x ** 3 + (7.0 / 12.0) * x ** 4)
 
 
 def harmonic_angle_energy(theta, k, theta0):

@@ -22,13 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import units
-from ..space import minimum_image, times3
+from ..space import minimum_image, pair_vectors, times3
 from ..system import InputError
 from ..clusters import ClusterNeighborList, cluster_pair_sum, gather_slots
 from ..potentials.base import Potential, esum, pairs, safe_norm
 from ..potentials.electrostatics import make_coulomb
 from .bonded import (angle_values, bond_lengths, cmap_energy, dihedral_values, harmonic_angle_energy,
-                     harmonic_bond_energy, harmonic_improper_energy, periodic_torsion_energy)
+                     harmonic_bond_energy, harmonic_improper_energy, periodic_torsion_energy,
+                     quartic_morse_bond_energy)
 from .exclusions_compat import exclusion_lookup
 from .nonbonded import _lj_tables, _safe_sqrt, dispersion_correction_energy, lj_energy, switch_function
 from .topology import ForceFieldParams, Topology
@@ -52,8 +53,9 @@ def _check_number(name, v, *, positive=False, allow_none=False):
 
 class _BondedPlan(NamedTuple):
     """Bonded index batches of a topology (numpy, static)."""
-    all_bonds: np.ndarray       # bonds, then Urey-Bradley 1-3 pairs
+    all_bonds: np.ndarray       # bonds, Urey-Bradley 1-3 pairs, quartic Morse bonds
     n_bond: int
+    n_ub: int
     all_dihedrals: np.ndarray   # torsions, impropers, first and second CMAP dihedrals
     n_tor: int
     n_imp: int
@@ -71,19 +73,25 @@ def _bonded_plan(topology: Topology) -> _BondedPlan:
     all_dihedrals = np.concatenate([topology.torsions, topology.impropers,
                                     topology.cmap[:, :4], topology.cmap[:, 4:]]).astype(np.int32)
     n_bond = len(topology.bonds)
-    all_bonds = np.concatenate([topology.bonds, topology.urey_bradley]).astype(np.int32)
-    return _BondedPlan(all_bonds, n_bond, all_dihedrals, n_tor, n_imp, n_cm, per, cmap_groups)
+    n_ub = len(topology.urey_bradley)
+    all_bonds = np.concatenate([topology.bonds, topology.urey_bradley,
+                                topology.quartic_morse_bonds]).astype(np.int32)
+    return _BondedPlan(all_bonds, n_bond, n_ub, all_dihedrals, n_tor, n_imp, n_cm, per, cmap_groups)
 
 
 def _bonded_energy(plan: _BondedPlan, top: Topology, p: ForceFieldParams, positions, c, periodic, inv):
-    """Bonds, Urey-Bradley, angles, torsions, impropers and CMAP (eV, float64)."""
+    """Bonds, Urey-Bradley, quartic Morse bonds, angles, torsions,
+    impropers and CMAP (eV, float64)."""
     e = jnp.zeros((), jnp.float64)
     if len(plan.all_bonds):
         r = bond_lengths(positions, plan.all_bonds, c, periodic, inv)
         if plan.n_bond:
             e += esum(harmonic_bond_energy(r[:plan.n_bond], p.bond_k, p.bond_r0))
-        if len(top.urey_bradley):
-            e += esum(harmonic_bond_energy(r[plan.n_bond:], p.ub_k, p.ub_r0))
+        n_b2 = plan.n_bond + plan.n_ub
+        if plan.n_ub:
+            e += esum(harmonic_bond_energy(r[plan.n_bond:n_b2], p.ub_k, p.ub_r0))
+        if len(top.quartic_morse_bonds):
+            e += esum(quartic_morse_bond_energy(r[n_b2:], p.qmorse_depth, p.qmorse_alpha, p.qmorse_r0))
     if len(top.angles):
         e += esum(harmonic_angle_energy(angle_values(positions, top.angles, c, periodic, inv), p.angle_k, p.angle_theta0))
     if len(plan.all_dihedrals):
@@ -202,6 +210,19 @@ def _cluster_nonbonded(cluster_sum, topology: Topology, types, has_lj, use_nbfix
                        nbl.pair_a, nbl.pair_b, nbl.pair_mask)
 
 
+def _site_positions(vsites, w, positions, c, periodic, inv):
+    """Positions (N, 3) A with each virtual site's charge-centre atom a
+    replaced by the site w_a r_a + w_b r_b + w_c r_c, written as
+    (w_a + w_b + w_c) r_a + w_b d_ab + w_c d_ac with minimum-image
+    d_ab = r_b - r_a (molecules may be split across the box)."""
+    a, b, cc = vsites[:, 0], vsites[:, 1], vsites[:, 2]
+    dab, dac = positions[b] - positions[a], positions[cc] - positions[a]
+    if periodic:
+        dab, dac = minimum_image(dab, c, inv), minimum_image(dac, c, inv)
+    site = (jnp.sum(w, axis=-1)[:, None] * positions[a] + w[:, 1:2] * dab + w[:, 2:3] * dac)
+    return positions.at[a].set(site)
+
+
 def _all_pairs_tables(n, excl_all):
     """Every pair i < j once, and which of them are not excluded."""
     tri_i, tri_j = np.triu_indices(n, 1)
@@ -219,7 +240,8 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
                         switch_distance: Optional[float] = None, lj_shift: bool = False,
                         dispersion_correction: bool = False, cell=None, accuracy: float = 1e-5,
                         coulomb_options: Optional[dict] = None, name: str = "classical",
-                        config: Optional[dict] = None) -> Potential:
+                        config: Optional[dict] = None, dispersion_counting: str = "openmm",
+                        site_margin: float = 0.0, neighbor_images: str = "all") -> Potential:
     """A classical force field as a :class:`Potential` (energies eV, A).
 
     topology: static :class:`Topology`; params: :class:`ForceFieldParams`
@@ -248,7 +270,18 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
     molecules split across the boundary are handled and interactions with
     farther images of excluded partners are kept. 1-4 pairs are computed
     without cutoff, switch or shift, with the minimum image, as OpenMM's
-    exceptions."""
+    exceptions.
+
+    dispersion_counting: "openmm" (default) or "mean_field" type-pair
+        weights of :func:`dispersion_correction_energy`.
+    Virtual sites (Topology.virtual_sites): Coulomb, its exclusions and the
+        Ewald/PME sums use the site positions; LJ the atom positions. The
+        neighbor list is over atoms: ``site_margin`` (A) is added to the
+        potential's cutoff so that every site pair within the cutoff is an
+        atom pair in the list (twice the largest site-atom distance).
+        Not with 1-4 pairs, and read from pair lists only.
+    neighbor_images: the Potential's neighbor convention ("all" or
+        "minimum", see :mod:`jaxpot.neighbors`)."""
     if not isinstance(topology, Topology):
         raise InputError("classical_potential needs a Topology (see make_topology)")
     if not isinstance(params, ForceFieldParams):
@@ -292,6 +325,10 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         raise InputError(f"coulomb={coulomb!r} needs charges in the parameters")
     if dispersion_correction and not has_lj:
         raise InputError("the dispersion correction needs LJ parameters")
+    n_vs = len(topology.virtual_sites)
+    if n_vs and len(topology.pairs14):
+        raise InputError("virtual sites with 1-4 pairs are not supported")
+    site_margin = _check_number("site_margin", site_margin)
 
     n = topology.n_atoms
     excl_all = np.concatenate([topology.exclusions, topology.pairs14]).astype(np.int32)
@@ -299,6 +336,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
     types = jnp.asarray(topology.atom_types)
     type_counts = np.bincount(topology.atom_types, minlength=topology.n_types)
     plan = _bonded_plan(topology)
+    vsites = jnp.asarray(topology.virtual_sites)
     if all_pairs:
         tri_i, tri_j, tri_keep = _all_pairs_tables(n, excl_all)
 
@@ -308,7 +346,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
                             cutoff, accuracy=accuracy, **dict(coulomb_options or {}))
 
     # cluster-pair lists (jaxpot.clusters): the same nonbonded sum in dense C x C tiles
-    cluster_ok = periodic and not all_pairs and (has_lj or coulomb is not None)
+    cluster_ok = periodic and not all_pairs and (has_lj or coulomb is not None) and not n_vs
     nb_cut = max(c for c in (cutoff, lj_cutoff) if c is not None) if cluster_ok else 0.0
     use_nbfix = bool(topology.nbfix.any())
     if cluster_ok:
@@ -328,7 +366,16 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
             listed = listed & at_min_image
         return i, j, dr, mask & ~listed
 
+    def site_pairs(sites, context, c):
+        """Pair vectors (K, 3) A between the charge sites of the listed pairs."""
+        if all_pairs:
+            return sites[tri_j] - sites[tri_i]
+        nbr = context.neighbors
+        sdr = pair_vectors(sites, c, nbr.idx, nbr.shifts.astype(sites.dtype))
+        return jnp.where(nbr.mask[:, None], sdr, jnp.asarray([1e3, 0.0, 0.0], sdr.dtype))
+
     def coulomb_energy(p, positions, c, inv, i, j, dr, mask, r):
+        """Coulomb (eV) between the charge sites (atoms, or their virtual sites)."""
         q = p.charges
         kw = {}
         if len(excl_all):
@@ -368,9 +415,13 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
                                   switch_distance, lj_shift)
         if has_lj:
             if dispersion_correction:
-                e += dispersion_correction_energy(c, type_counts, sig_t, eps_t, lj_cutoff,
-                                                  switch_distance).astype(jnp.float64)
-        if coul is not None:
+                e += dispersion_correction_energy(c, type_counts, sig_t, eps_t, lj_cutoff, switch_distance,
+                                                  dispersion_counting).astype(jnp.float64)
+        if coul is not None and n_vs:
+            sites = _site_positions(vsites, p.vsite_weights, positions, c, periodic, inv)
+            sdr = site_pairs(sites, context, c)
+            e += coulomb_energy(p, sites, c, inv, i, j, sdr, mask, safe_norm(sdr))
+        elif coul is not None:
             e += coulomb_energy(p, positions, c, inv, i, j, dr, mask, r)
         if len(topology.pairs14):
             e = _add_pairs14_energy(e, topology, p, positions, c, periodic, inv, types, has_lj, sig_t, eps_t,
@@ -385,7 +436,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
     if all_pairs or not (has_lj or coulomb is not None):
         pot_cutoff = 0.0
     else:
-        pot_cutoff = max(c for c in (cutoff, lj_cutoff) if c is not None)
+        pot_cutoff = max(c for c in (cutoff, lj_cutoff) if c is not None) + site_margin
     if config is None:
         config = {"kind": "classical", "coulomb": coulomb if coulomb is not None else "none",
                   "lj_shift": bool(lj_shift), "dispersion_correction": bool(dispersion_correction)}
@@ -398,5 +449,5 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         return params.charges
 
     return Potential(energy=energy, init=init, cutoff=float(pot_cutoff), name=name, config=dict(config),
-                     charges=charges_fn if coul is not None else None,
+                     charges=charges_fn if coul is not None else None, neighbor_images=neighbor_images,
                      cluster_exclusions=excl_all.reshape(-1, 2) if cluster_ok else None)

@@ -95,7 +95,11 @@ def _switch_tail_integral(sigma, r_switch, r_cut):
     return jnp.sum(w * f, axis=-1)
 
 
-def dispersion_correction_energy(cell, counts, sigma_table, eps_table, r_cut, r_switch=None):
+DISPERSION_COUNTINGS = ("openmm", "mean_field")
+
+
+def dispersion_correction_energy(cell, counts, sigma_table, eps_table, r_cut, r_switch=None,
+                                 counting: str = "openmm"):
     """Long-range LJ correction (eV) for a homogeneous fluid, as OpenMM's
     NonbondedForce computes it (Shirts et al., J. Phys. Chem. B 111, 13052
     (2007); Allen & Tildesley eq. 2.144):
@@ -109,10 +113,18 @@ def dispersion_correction_energy(cell, counts, sigma_table, eps_table, r_cut, r_
     n_a n_b for a != b and n_a (n_a + 1)/2 for a = b (OpenMM's counting).
     counts (T,) atoms per type, sigma_table/eps_table (T, T) A/eV, cell A.
     E ~ 1/V, so the correction contributes -E/V to each diagonal stress
-    element (derived by autodiff through the cell)."""
+    element (derived by autodiff through the cell).
+    counting="mean_field" weighs type pairs n_a n_b / N^2 instead, so that
+    E = 2 pi / V sum_ab n_a n_b int_rc^inf r^2 u_ab dr (the textbook tail,
+    as the q-TIP4P/F and SPC/Fw papers apply it to their O-O LJ)."""
+    if counting not in DISPERSION_COUNTINGS:
+        raise InputError(f"unknown dispersion counting {counting!r} (use one of {', '.join(DISPERSION_COUNTINGS)})")
     n = np.asarray(counts, dtype=np.float64)
     n_tot = n.sum()
-    weight = 0.5 * (np.outer(n, n) + np.diag(n)) / (0.5 * n_tot * (n_tot + 1.0))
+    if counting == "openmm":
+        weight = 0.5 * (np.outer(n, n) + np.diag(n)) / (0.5 * n_tot * (n_tot + 1.0))
+    else:
+        weight = np.outer(n, n) / (n_tot * n_tot)
     weight = jnp.asarray(weight, dtype=sigma_table.dtype)
     s6 = sigma_table ** 6
     term = s6 * s6 / (9.0 * r_cut ** 9) - s6 / (3.0 * r_cut ** 3)

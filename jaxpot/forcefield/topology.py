@@ -15,7 +15,7 @@ OPLS one.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import jax
@@ -44,6 +44,14 @@ class Topology:
     nbfix (T, T) bool: type pairs whose LJ sigma/epsilon come from the
     explicit tables ForceFieldParams.nbfix_sigma/nbfix_epsilon instead of
     the combination rule.
+    quartic_morse_bonds (Q, 2): bonds with the quartic expansion of a Morse
+    potential (:func:`jaxpot.forcefield.bonded.quartic_morse_bond_energy`).
+    virtual_sites (V, 3): massless average sites (a, b, c) at
+    w_a r_a + w_b r_b + w_c r_c (weights ForceFieldParams.vsite_weights);
+    the site is atom a's charge centre: atom a's charge interacts (Coulomb,
+    Ewald/PME) from the site, atom a keeps its LJ at its own position and
+    the site has none (TIP4P's M site with a = O). Its position is a
+    function of a, b, c, so autodiff distributes its force onto them.
     """
 
     n_atoms: int
@@ -63,6 +71,8 @@ class Topology:
     coulomb14_scale: float = 1.0
     lj14_scale: float = 1.0
     combination_rule: str = "lorentz-berthelot"
+    quartic_morse_bonds: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
+    virtual_sites: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
 
 
 def _index_array(name, value, width, n_atoms):
@@ -90,7 +100,8 @@ def make_topology(n_atoms: int, *, atom_types=None, n_types: Optional[int] = Non
                   angles=None, urey_bradley=None, torsions=None, torsion_periodicity=None,
                   impropers=None, cmap=None, cmap_map=None, exclusions=None, pairs14=None,
                   nbfix=None, coulomb14_scale: float = 1.0, lj14_scale: float = 1.0,
-                  combination_rule: str = "lorentz-berthelot") -> Topology:
+                  combination_rule: str = "lorentz-berthelot", quartic_morse_bonds=None,
+                  virtual_sites=None) -> Topology:
     """A validated :class:`Topology` (atom indices 0-based; missing terms empty).
 
     ``atom_types`` defaults to type 0 for all atoms; ``n_types`` to
@@ -134,6 +145,9 @@ def make_topology(n_atoms: int, *, atom_types=None, n_types: Optional[int] = Non
     else:
         cmi = np.zeros(0, np.int32)
     excl = _index_array("exclusions", exclusions, 2, n_atoms)
+    vs = _index_array("virtual_sites", virtual_sites, 3, n_atoms)
+    if len(np.unique(vs[:, 0])) != len(vs):
+        raise InputError("virtual_sites: an atom is the charge centre of more than one site")
     p14 = _index_array("pairs14", pairs14, 2, n_atoms)
     seen = {}
     for name, arr in (("exclusions", excl), ("pairs14", p14)):
@@ -163,6 +177,8 @@ def make_topology(n_atoms: int, *, atom_types=None, n_types: Optional[int] = Non
         cmap=cm, cmap_map=cmi, exclusions=excl, pairs14=p14, nbfix=nb,
         coulomb14_scale=float(coulomb14_scale), lj14_scale=float(lj14_scale),
         combination_rule=combination_rule,
+        quartic_morse_bonds=_index_array("quartic_morse_bonds", quartic_morse_bonds, 2, n_atoms),
+        virtual_sites=vs,
     )
 
 
@@ -217,7 +233,9 @@ class ForceFieldParams:
     type, nbfix_sigma/nbfix_epsilon (T, T) (used where Topology.nbfix),
     pair14_chargeprod (P,) e^2, pair14_sigma (P,) A, pair14_epsilon (P,) eV
     (explicit 1-4 exceptions; when None the 1-4 pairs use the combined
-    parameters times Topology.coulomb14_scale / lj14_scale).
+    parameters times Topology.coulomb14_scale / lj14_scale),
+    qmorse_depth/qmorse_alpha/qmorse_r0 (Q,) eV, 1/A, A (quartic Morse
+    bonds), vsite_weights (V, 3) (virtual sites; each row sums to 1).
     """
 
     bond_k: Optional[jnp.ndarray] = None          # eV/A^2
@@ -239,6 +257,10 @@ class ForceFieldParams:
     pair14_chargeprod: Optional[jnp.ndarray] = None  # e^2
     pair14_sigma: Optional[jnp.ndarray] = None    # A
     pair14_epsilon: Optional[jnp.ndarray] = None  # eV
+    qmorse_depth: Optional[jnp.ndarray] = None    # eV
+    qmorse_alpha: Optional[jnp.ndarray] = None    # 1/A
+    qmorse_r0: Optional[jnp.ndarray] = None       # A
+    vsite_weights: Optional[jnp.ndarray] = None   # (V, 3), dimensionless
 
 
 _TERM_FIELDS = (
@@ -247,6 +269,7 @@ _TERM_FIELDS = (
     ("urey_bradley", ("ub_k", "ub_r0")),
     ("torsions", ("torsion_k", "torsion_phase")),
     ("impropers", ("improper_k", "improper_phi0")),
+    ("quartic_morse_bonds", ("qmorse_depth", "qmorse_alpha", "qmorse_r0")),
 )
 
 
@@ -317,6 +340,11 @@ def make_params(topology: Topology, *, dtype=jnp.float64, **fields) -> ForceFiel
             out[name] = a
         if not has_sig:
             raise InputError("NBFIX tables need per-type lj_sigma and lj_epsilon as well")
+    if len(topology.virtual_sites):
+        if fields.get("vsite_weights") is None:
+            raise InputError(f"topology has {len(topology.virtual_sites)} virtual_sites but parameter vsite_weights is missing")
+        out["vsite_weights"] = _float_array("vsite_weights", fields["vsite_weights"],
+                                            (len(topology.virtual_sites), 3), dtype)
     p14 = [fields.get(k) is not None for k in ("pair14_chargeprod", "pair14_sigma", "pair14_epsilon")]
     if any(p14):
         if not all(p14):

@@ -22,6 +22,11 @@ Molecules are recognised from the atom order O, H, H or, failing that, by
 assigning every H to its nearest O (minimum image); each O must own exactly
 two H. Bonded geometry uses minimum-image vectors, so molecules split across
 the periodic boundary in the input are handled.
+
+Each model is a topology (O-H bonds, H-O-H angle, O/H LJ types with
+epsilon_H = 0, charges, intramolecular exclusions) plus the M site as a
+virtual site, run through the general engine
+(:func:`jaxpot.forcefield.engine.classical_potential`).
 """
 from __future__ import annotations
 
@@ -29,10 +34,10 @@ import numpy as np
 import jax.numpy as jnp
 
 from .. import units
-from ..space import minimum_image, times3
 from ..system import InputError, System, check_choice
-from ..potentials.base import Context, Potential, esum, safe_norm
-from ..potentials.electrostatics import all_pairs, make_coulomb
+from ..potentials.base import Context, Potential
+from .engine import classical_potential
+from .topology import ForceFieldParams, Topology, make_topology
 
 QTIP4PF = dict(
     D_r=116.09 * units.KCAL_MOL, a_r=2.287, r_eq=0.9419,
@@ -87,8 +92,55 @@ def find_water_molecules(system: System) -> np.ndarray:
     return mols
 
 
-def _mic(d, cell, periodic):
-    return minimum_image(d, cell) if periodic else d
+def water_topology(mols: np.ndarray, n_atoms: int, bond: str, part: str = "all") -> Topology:
+    """Topology of M water molecules ``mols`` (M, 3) = (O, H1, H2): O-H bonds
+    ("harmonic" or "quartic_morse") and the H-O-H angle (omitted for
+    ``part="intermolecular"``), LJ type 0 for O and 1 for H, the
+    intramolecular pairs excluded, and the M site of each molecule as a
+    virtual site (O, H1, H2) whose charge is O's (omitted, with the
+    exclusions, for ``part="intramolecular"``)."""
+    o, h1, h2 = mols[:, 0], mols[:, 1], mols[:, 2]
+    types = np.ones(n_atoms, np.int32)
+    types[o] = 0
+    kw = {}
+    if part != "intermolecular":
+        oh = np.concatenate([np.stack([o, h1], 1), np.stack([o, h2], 1)])
+        kw["quartic_morse_bonds" if bond == "quartic_morse" else "bonds"] = oh
+        kw["angles"] = np.stack([h1, o, h2], 1)
+    if part != "intramolecular":
+        kw["exclusions"] = np.concatenate([np.stack([o, h1], 1), np.stack([o, h2], 1), np.stack([h1, h2], 1)])
+        kw["virtual_sites"] = mols
+    return make_topology(n_atoms, atom_types=types, n_types=2, **kw)
+
+
+def water_force_field_params(params: dict, topology: Topology, bond: str, with_nonbonded: bool,
+                             dtype=jnp.float64) -> ForceFieldParams:
+    """The :class:`ForceFieldParams` of a water topology from the model's
+    named parameters (metal units, ``theta_eq`` in degrees); differentiable
+    in them, so fitting acts on the named parameters."""
+    m = len(topology.angles) if len(topology.angles) else len(topology.virtual_sites)
+    f = {}
+
+    def per(x, k):
+        return jnp.full((k,), x, dtype)
+    if len(topology.angles):
+        nb = 2 * m
+        if bond == "quartic_morse":
+            f.update(qmorse_depth=per(params["D_r"], nb), qmorse_alpha=per(params["a_r"], nb),
+                     qmorse_r0=per(params["r_eq"], nb))
+        else:
+            f.update(bond_k=per(params["k_b"], nb), bond_r0=per(params["r_eq"], nb))
+        f.update(angle_k=per(params["k_theta"], m), angle_theta0=per(jnp.deg2rad(params["theta_eq"]), m))
+    if with_nonbonded:
+        is_o = np.zeros(topology.n_atoms, bool)
+        is_o[topology.virtual_sites[:, 0]] = True
+        g = jnp.asarray(params["gamma"], dtype)
+        w_h = 0.5 * (1.0 - g)
+        f.update(charges=jnp.where(jnp.asarray(is_o), -2.0 * params["q_H"], params["q_H"]).astype(dtype),
+                 lj_sigma=jnp.stack([params["sigma"], params["sigma"]]).astype(dtype),
+                 lj_epsilon=jnp.stack([jnp.asarray(params["epsilon"], dtype), jnp.zeros((), dtype)]),
+                 vsite_weights=jnp.broadcast_to(jnp.stack([g, w_h, w_h]), (m, 3)))
+    return ForceFieldParams(**f)
 
 
 def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
@@ -109,6 +161,11 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
     neighbor list) or "intermolecular" (LJ and Coulomb only); the two parts
     sum to "all". Ring-polymer contraction puts them on different bead
     numbers (``[md] contraction``).
+
+    The model is a :func:`water_topology` with the M site as a virtual site,
+    evaluated by :func:`jaxpot.forcefield.engine.classical_potential`; its
+    named parameters map onto :class:`ForceFieldParams` at every call
+    (:func:`water_force_field_params`).
     """
     check_choice("part", part, PARTS)
     mols = find_water_molecules(system)
@@ -120,121 +177,41 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
         raise InputError("coulomb = 'direct' is for clusters; use 'ewald' or 'pme' in a periodic cell")
     if not periodic and coulomb in ("ewald", "pme"):
         raise InputError(f"coulomb = {coulomb!r} needs a periodic cell; use 'direct' for clusters")
-    mol_of = np.zeros(n, dtype=np.int32)
-    mol_of[mols.reshape(-1)] = np.repeat(np.arange(len(mols)), 3)
-    is_o = np.zeros(n, dtype=bool)
-    is_o[mols[:, 0]] = True
     bond_kind = model["bond"]
     params0 = {k: float(v) for k, v in model.items() if k not in ("bond",)}
-    coul = make_coulomb(coulomb, np.asarray(system.cell) if periodic else None, cutoff,
-                        accuracy=accuracy, n_sites=n)
-    mol_of_j = jnp.asarray(mol_of)
-    is_o_j = jnp.asarray(is_o)
-    o_idx, h1_idx, h2_idx = (jnp.asarray(mols[:, k]) for k in range(3))
-    # intramolecular site pairs (M-H1, M-H2, H1-H2): all excluded from Coulomb
-    ex_i = jnp.asarray(np.concatenate([mols[:, 0], mols[:, 0], mols[:, 1]]))
-    ex_j = jnp.asarray(np.concatenate([mols[:, 1], mols[:, 2], mols[:, 2]]))
-    ex_scale = jnp.zeros(3 * len(mols))
-    if not periodic:
-        di, dj = all_pairs(n)
-        di, dj = jnp.asarray(di), jnp.asarray(dj)
+    with_nonbonded = part != "intramolecular"
+    topology = water_topology(mols, n, bond_kind, part)
+    ff0 = water_force_field_params(params0, topology, bond_kind, with_nonbonded)
     # margin so that every site pair within the cutoff is an atom pair in the list:
     # the M site sits ~0.15 A from its O
     margin = 0.35 if params0["gamma"] < 1.0 else 0.0
-
-    def geometry(params, positions, cell):
-        r1 = _mic(positions[h1_idx] - positions[o_idx], cell, periodic)
-        r2 = _mic(positions[h2_idx] - positions[o_idx], cell, periodic)
-        m = positions[o_idx] + 0.5 * (1.0 - params["gamma"]) * (r1 + r2)
-        sites = positions.at[o_idx].set(m)
-        return r1, r2, sites
-
-    def intramolecular(params, r1, r2):
-        d1, d2 = safe_norm(r1), safe_norm(r2)
-        if bond_kind == "quartic_morse":
-            a = params["a_r"]
-
-            def v(r):
-                x = a * (r - params["r_eq"])
-                return params["D_r"] * (x ** 2 - x ** 3 + (7.0 / 12.0) * x ** 4)
-        else:
-            def v(r):
-                return 0.5 * params["k_b"] * (r - params["r_eq"]) ** 2
-        cos = jnp.sum(r1 * r2, axis=-1) / (d1 * d2)
-        theta = jnp.arccos(jnp.clip(cos, -1.0 + 1e-12, 1.0 - 1e-12))
-        th0 = jnp.deg2rad(params["theta_eq"])
-        return esum(v(d1)) + esum(v(d2)) + esum(0.5 * params["k_theta"] * (theta - th0) ** 2)
-
-    def charges_of(params, dtype):
-        q = jnp.where(is_o_j, -2.0 * params["q_H"], params["q_H"])
-        return q.astype(dtype)
-
-    def lj(params, sr6):
-        v = 4.0 * params["epsilon"] * (sr6 * sr6 - sr6)
-        if lj_shift:
-            src6 = (params["sigma"] / cutoff) ** 6
-            v = v - 4.0 * params["epsilon"] * (src6 * src6 - src6)
-        return v
+    engine = classical_potential(
+        topology, ff0, cutoff=cutoff if with_nonbonded else None,
+        coulomb=coulomb if with_nonbonded else None, lj_cutoff=cutoff if with_nonbonded else None,
+        lj_shift=lj_shift and with_nonbonded, accuracy=accuracy, coulomb_options={"n_sites": n},
+        dispersion_correction=bool(lj_tail_correction and periodic and with_nonbonded),
+        dispersion_counting="mean_field", site_margin=margin,
+        cell=np.asarray(system.cell) if periodic else None, name=name, neighbor_images=images)
 
     def energy(params, positions, context: Context):
-        cell = context.cell
-        r1, r2, sites = geometry(params, positions, cell)
-        if part == "intramolecular":
-            return intramolecular(params, r1, r2)
-        e = intramolecular(params, r1, r2) if part == "all" else jnp.zeros((), jnp.float64)
-        q = charges_of(params, positions.dtype)
-        rc2 = cutoff ** 2
-        if periodic or context.neighbors is not None:
-            nbr = context.neighbors
-            i, j, mask = nbr.idx[0], nbr.idx[1], nbr.mask
-            # gathers of (N, 3) arrays only: XLA's CPU gather/scatter (the
-            # gradient of a gather) is several times slower on wider rows
-            image = times3(nbr.shifts.astype(positions.dtype), cell)
-            dr = positions[j] - positions[i] + image
-            sdr = sites[j] - sites[i] + image
-            intra = (mol_of_j[i] == mol_of_j[j]) & jnp.all(nbr.shifts == 0, axis=-1)
-            # O-O Lennard-Jones on atom positions
-            r2 = jnp.sum(dr * dr, axis=-1)
-            lj_mask = mask & is_o_j[i] & is_o_j[j] & (r2 < rc2) & ~intra
-            sr6 = (params["sigma"] ** 2 / jnp.where(lj_mask, r2, 1.0)) ** 3
-            e = e + esum(jnp.where(lj_mask, lj(params, sr6), 0.0))
-            cmask = mask & ~intra & (jnp.sum(sdr * sdr, axis=-1) < rc2)
-            sdr = jnp.where(cmask[:, None], sdr, jnp.asarray([1e3, 0.0, 0.0], sdr.dtype))
-        else:
-            i, j = di, dj
-            sdr = sites[j] - sites[i]
-            dr = positions[j] - positions[i]
-            intra = mol_of_j[i] == mol_of_j[j]
-            r2 = jnp.sum(dr * dr, axis=-1)
-            lj_mask = is_o_j[i] & is_o_j[j] & ~intra & (r2 < rc2)
-            sr6 = (params["sigma"] ** 2 / jnp.where(lj_mask, r2, 1.0)) ** 3
-            e = e + esum(jnp.where(lj_mask, lj(params, sr6), 0.0))
-            cmask = ~intra
-            sdr = jnp.where(cmask[:, None], sdr, jnp.asarray([1e3, 0.0, 0.0], sdr.dtype))
-        if lj_tail_correction and periodic:
-            # uniform-density tail beyond rc: (8/3) pi N_O^2 eps s^3/V [(s/rc)^9/3 - (s/rc)^3]
-            n_o = float(len(mols))
-            vol = jnp.abs(jnp.linalg.det(cell))
-            s3 = params["sigma"] ** 3
-            x3 = (params["sigma"] / cutoff) ** 3
-            e = e + (8.0 / 3.0) * jnp.pi * n_o ** 2 / vol * params["epsilon"] * s3 * (x3 ** 3 / 3.0 - x3)
-        ex_dr = sites[ex_j] - sites[ex_i]
-        e = e + coul.energy(sites, q, cell, i, j, sdr, cmask,
-                            excl_i=ex_i, excl_j=ex_j, excl_dr=ex_dr, excl_scale=ex_scale)
-        return e
+        ff = water_force_field_params(params, topology, bond_kind, with_nonbonded, positions.dtype)
+        return engine.energy(ff, positions, context)
 
     def init(key, system_):
         return {k: jnp.asarray(v) for k, v in params0.items()}
 
+    is_o = jnp.asarray(np.isin(np.arange(n), mols[:, 0]))
+
     def charges(params, positions, context):
-        return charges_of(params, positions.dtype)
+        q = jnp.where(is_o, -2.0 * params["q_H"], params["q_H"])
+        return q.astype(positions.dtype)
 
     config = {"cutoff": cutoff, "coulomb": coulomb, "accuracy": accuracy,
               "images": images, "lj_tail_correction": lj_tail_correction, "lj_shift": lj_shift,
               "part": part}
-    needs_list = periodic and part != "intramolecular"
-    return Potential(energy=energy, init=init, cutoff=cutoff + margin if needs_list else 0.0,
-                     name=name, charges=None if part == "intramolecular" else charges, config=config, neighbor_images=images)
+    return Potential(energy=energy, init=init, cutoff=engine.cutoff, name=name,
+                     charges=None if part == "intramolecular" else charges, config=config,
+                     neighbor_images=images)
 
 
 def _from_config(model, kind):
