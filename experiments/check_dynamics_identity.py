@@ -23,6 +23,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
+from pathlib import Path
+
+# the jaxpot of the checkout this script lives in, not an installed one
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax
 import jax.numpy as jnp

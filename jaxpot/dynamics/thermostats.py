@@ -94,13 +94,14 @@ def csvr_scale(kinetic, c, kT, n_dof: int, r1, s):
     R_1 + sqrt(c n_dof K / ((1 - c) Kbar)) (the time-reversible choice of
     the paper's appendix); 1 where K = 0 (nothing to rescale). Momenta are
     multiplied by alpha, the kinetic energy by alpha^2."""
+    K = kinetic
     kbar = 0.5 * n_dof * kT
-    k_safe = jnp.where(kinetic > 0, kinetic, 1.0)
-    k_new = (c * k_safe + (1.0 - c) * kbar * (r1 * r1 + s) / n_dof
-             + 2.0 * r1 * jnp.sqrt(c * (1.0 - c) * k_safe * kbar / n_dof))
+    k_new = (c * K + (1.0 - c) * kbar * (r1 * r1 + s) / n_dof
+             + 2.0 * r1 * jnp.sqrt(c * (1.0 - c) * K * kbar / n_dof))
+    k_safe = jnp.where(K > 0, K, 1.0)
     alpha = jnp.sqrt(k_new / k_safe)
-    sign = jnp.where(r1 + jnp.sqrt(c * n_dof * k_safe / ((1.0 - c) * kbar)) < 0, -1.0, 1.0)
-    return jnp.where(kinetic > 0, sign * alpha, 1.0)
+    sign = jnp.where(r1 + jnp.sqrt(c * n_dof * K / ((1.0 - c) * kbar)) < 0, -1.0, 1.0)
+    return jnp.where(K > 0, sign * alpha, 1.0)
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ...mapping import check_batch, map_leading
 from ...system import InputError
 from .normal_modes import normal_mode_matrix
 from .state import _acc_dtype
@@ -32,8 +33,6 @@ def bead_energy_and_forces(energy_fn: Callable, *, bead_batch: int = 0, groups: 
     is passed, all at once otherwise and on other backends);
     ``groups``: equal bead groups vmapped side by side (one per device when
     beads are sharded). See :func:`jaxpot.mapping.map_leading` for why."""
-    from ...mapping import check_batch, map_leading
-
     vg = jax.value_and_grad(energy_fn)
     bead_batch = check_batch("bead_batch", bead_batch)
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
@@ -90,8 +89,6 @@ def contracted_energy_and_forces(terms, n_beads: int, *, bead_batch: int = 0, gr
     smooth terms (long-range electrostatics, intermolecular forces) on few
     beads, stiff cheap ones (bonds) on all: the cost drops roughly by P/P_t
     for the contracted terms."""
-    from ...mapping import check_batch, map_leading
-
     P = int(n_beads)
     bead_batch = check_batch("bead_batch", bead_batch)
     plan = []
