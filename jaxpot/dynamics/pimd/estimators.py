@@ -13,15 +13,15 @@ import jax.numpy as jnp
 
 from ...system import InputError
 from ...units import MVV2E
-from ..quantity import pressure, temperature
+from ..quantity import kinetic_energy, pressure, temperature
 from .normal_modes import ring_polymer_frequency
 from .state import PIMDState, _acc_dtype
 
 
 def _kinetic(p, masses):
-    """sum p^2 / (2 m) * MVV2E, eV, accumulated in float64 (when enabled)."""
-    acc = _acc_dtype()
-    return jnp.sum((p.astype(acc) ** 2) / (2.0 * masses.astype(acc)[..., :, None])) * MVV2E
+    """sum p^2 / (2 m) * MVV2E, eV, over every bead and atom of momenta
+    (..., N, 3) amu A/fs (:func:`jaxpot.dynamics.quantity.kinetic_energy`)."""
+    return jnp.sum(kinetic_energy(p, masses))
 
 
 def centroid(state: PIMDState):

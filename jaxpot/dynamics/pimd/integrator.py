@@ -22,8 +22,8 @@ import numpy as np
 
 from ...system import InputError, check_choice, positive_number
 from ...units import MVV2E
-from ..quantity import kinetic_energy_change
-from .estimators import _kinetic
+from ..quantity import kinetic_energy, kinetic_energy_change
+from ..thermostats import csvr_draws, csvr_scale, ornstein_uhlenbeck
 from .forces import bead_energy_and_forces
 from .normal_modes import (PROPAGATORS, _free_coefficients, _resolve_method, _rotate,
                            from_normal_modes, normal_mode_frequencies, to_normal_modes)
@@ -36,44 +36,6 @@ THERMOSTATS = ("pile_l", "pile_g", "langevin", "none")
 # --------------------------------------------------------------------------
 # Thermostat pieces
 # --------------------------------------------------------------------------
-
-def _langevin_o(p_nm, masses, c1, kT_P, key):
-    """Exact Ornstein-Uhlenbeck step on normal-mode momenta (P, N, 3):
-    p <- c1_k p + sqrt(m kT_P (1 - c1_k^2) / MVV2E) xi, c1_k = exp(-gamma_k h)
-    (PILE, Ceriotti et al., JCP 133, 124104 (2010), Eq. 27 with our
-    h = dt (BAOAB) or dt/2 (OBABO)). The normal-mode transform is orthogonal,
-    so the noise may be drawn directly in normal modes."""
-    xi = jax.random.normal(key, p_nm.shape, p_nm.dtype)
-    sigma = jnp.sqrt(masses[None, :, None] * kT_P / MVV2E * (1.0 - c1[:, None, None] ** 2))
-    return c1[:, None, None] * p_nm + sigma * xi
-
-
-def _csvr_scale(kinetic, n_dof: int, kT_P, h, tau, key):
-    """Bussi-Donadio-Parrinello stochastic velocity rescaling factor
-    (JCP 126, 014101 (2007), Eq. A7): the kinetic energy K of n_dof degrees
-    of freedom is resampled as
-
-        K' = c K + (1 - c) Kbar/Nf (R1^2 + S) + 2 R1 sqrt(c (1 - c) K Kbar / Nf),
-
-    c = exp(-h/tau), Kbar = Nf kT_P / 2, R1 ~ N(0,1), S ~ chi^2(Nf - 1);
-    momenta are scaled by alpha = sqrt(K'/K) with the sign of
-    R1 + sqrt(c Nf K / ((1 - c) Kbar)) (time-reversible choice, Bussi's code)."""
-    k1, k2 = jax.random.split(key)
-    dtype = kinetic.dtype
-    c = jnp.exp(-h / tau).astype(dtype)
-    kbar = 0.5 * n_dof * kT_P
-    r1 = jax.random.normal(k1, (), dtype)
-    if n_dof > 1:
-        s = 2.0 * jax.random.gamma(k2, 0.5 * (n_dof - 1), (), dtype)
-    else:
-        s = jnp.zeros((), dtype)
-    k_safe = jnp.where(kinetic > 0, kinetic, 1.0)
-    k_new = (c * k_safe + (1.0 - c) * kbar / n_dof * (r1 ** 2 + s)
-             + 2.0 * r1 * jnp.sqrt(c * (1.0 - c) * k_safe * kbar / n_dof))
-    alpha = jnp.sqrt(k_new / k_safe)
-    sign = jnp.where(r1 + jnp.sqrt(c * n_dof * k_safe / ((1.0 - c) * kbar)) < 0, -1.0, 1.0)
-    return jnp.where(kinetic > 0, sign * alpha, 1.0)
-
 
 def _remove_centroid_com(p_nm, masses):
     """Zero the total momentum. Internal modes sum to zero over beads, so the
@@ -176,12 +138,17 @@ def pimd(energy_fn: Optional[Callable], dt: float, kT: float, n_beads: int, *,
         w = normal_mode_frequencies(P, kT_now)
         c1 = jnp.exp(-gammas(w) * h_o).astype(p_nm.dtype)
         k_lang, k_csvr = jax.random.split(key)
-        p_nm = _langevin_o(p_nm, masses, c1, kT_P.astype(p_nm.dtype), k_lang)
+        # PILE, Ceriotti et al. (2010), Eq. 27; the normal-mode transform is
+        # orthogonal, so the noise may be drawn directly in normal modes
+        p_nm = ornstein_uhlenbeck(k_lang, p_nm, masses, c1[:, None, None], kT_P.astype(p_nm.dtype))
         if thermostat == "pile_g" and centroid_thermostat:
             n_dof = 3 * masses.shape[0] - (3 if remove_com else 0)
             if n_dof > 0:
-                kc = _kinetic(p_nm[0], masses)
-                alpha = _csvr_scale(kc, n_dof, kT_P.astype(kc.dtype), h_o, tau, k_csvr)
+                # CSVR on the centroid's kinetic energy (Ceriotti 2010, Sec. IV.B)
+                kc = kinetic_energy(p_nm[0], masses)
+                c = jnp.exp(-h_o / tau).astype(kc.dtype)
+                r1, s = csvr_draws(k_csvr, n_dof, (), kc.dtype)
+                alpha = csvr_scale(kc, c, kT_P.astype(kc.dtype), n_dof, r1, s)
                 p_nm = p_nm.at[0].multiply(alpha.astype(p_nm.dtype))
         if remove_com:
             p_nm = _remove_centroid_com(p_nm, masses)
