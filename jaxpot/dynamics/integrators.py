@@ -50,7 +50,11 @@ import jax.numpy as jnp
 from flax import struct
 
 from ..system import InputError, positive_number
-from ..units import KB, MVV2E
+from ..units import MVV2E
+from . import quantity
+from .thermostats import (ChainState, chain_energy, csvr_draws, csvr_scale,
+                          nose_hoover_chain_half_step, nose_hoover_chain_state,
+                          ornstein_uhlenbeck, suzuki_yoshida_weights)
 
 # Accumulate energies in the widest float available (float64 under jaxpot).
 _ACC = jnp.result_type(float)
@@ -59,22 +63,6 @@ _ACC = jnp.result_type(float)
 # ---------------------------------------------------------------------------
 # State
 # ---------------------------------------------------------------------------
-
-@struct.dataclass
-class ChainState:
-    """Nose-Hoover chain variables (Martyna, Tuckerman & Klein, Mol. Phys.
-    87, 1117 (1996)).
-
-    xi: (M,) dimensionless thermostat positions; v_xi: (M,) 1/fs thermostat
-    velocities; Q: (M,) eV fs^2 thermostat masses; kT: eV; n_dof: number
-    of particle degrees of freedom the first thermostat acts on.
-    """
-    xi: jnp.ndarray
-    v_xi: jnp.ndarray
-    Q: jnp.ndarray
-    kT: jnp.ndarray
-    n_dof: jnp.ndarray
-
 
 @struct.dataclass
 class MDState:
@@ -115,9 +103,8 @@ def n_degrees_of_freedom(n_atoms: int, remove_com: bool) -> int:
 
 def momenta_kinetic_energy(momenta, masses):
     """K = sum |p|^2/(2m) * MVV2E in eV (accumulated in float64) for momenta
-    (..., N, 3) amu A/fs and masses (N,) amu."""
-    p = momenta.astype(_ACC)
-    return 0.5 * MVV2E * jnp.sum(jnp.sum(p * p, axis=-1) / masses.astype(_ACC), axis=-1)
+    (..., N, 3) amu A/fs and masses (N,) amu (:func:`jaxpot.dynamics.quantity.kinetic_energy`)."""
+    return quantity.kinetic_energy(momenta, masses)
 
 
 def kinetic_energy(state: MDState):
@@ -127,17 +114,7 @@ def kinetic_energy(state: MDState):
 
 def temperature(state: MDState, n_dof: int):
     """Instantaneous kinetic temperature T = 2K / (n_dof kB), K."""
-    return 2.0 * kinetic_energy(state) / (n_dof * KB)
-
-
-def chain_energy(chain: ChainState):
-    """Energy of a Nose-Hoover chain, eV (MTK 1996, eq. for H'):
-    sum_j Q_j v_j^2 / 2 + n_dof kT xi_1 + kT sum_{j>1} xi_j."""
-    xi = chain.xi.astype(_ACC)
-    v = chain.v_xi.astype(_ACC)
-    kin = 0.5 * jnp.sum(chain.Q * v * v)
-    pot = chain.n_dof * chain.kT * xi[0] + chain.kT * jnp.sum(xi[1:])
-    return kin + pot
+    return quantity.temperature(kinetic_energy(state), n_dof)
 
 
 def conserved_energy(state: MDState):
@@ -313,14 +290,12 @@ def nve(energy_fn: Callable, dt: float, kT: Optional[float] = None, tau: Any = N
 
 def _ou_step(state: MDState, c1, kT, remove_com):
     """O: exact Ornstein-Uhlenbeck update p <- c1 p + sqrt((1 - c1^2) m kT/MVV2E) R
-    with c1 = exp(-gamma dt) (Leimkuhler & Matthews, AMRX 2013, 34)."""
+    with c1 = exp(-gamma dt) (:func:`jaxpot.dynamics.thermostats.ornstein_uhlenbeck`);
+    the kinetic energy it removes goes to ``heat``."""
     key, sub = jax.random.split(state.key)
     p = state.momenta
-    sigma = jnp.sqrt((1.0 - c1 * c1) * kT / MVV2E * state.masses).astype(p.dtype)
-    noise = sigma[:, None] * jax.random.normal(sub, p.shape, dtype=p.dtype)
-    if remove_com:
-        noise = _project_noise(noise, state.masses)
-    p_new = c1 * p + noise
+    project = (lambda noise: _project_noise(noise, state.masses)) if remove_com else None
+    p_new = ornstein_uhlenbeck(sub, p, state.masses, c1, kT, project)
     k_old = momenta_kinetic_energy(p, state.masses)
     k_new = momenta_kinetic_energy(p_new, state.masses)
     return state.replace(momenta=p_new, key=key, heat=state.heat + (k_old - k_new).astype(state.heat.dtype))
@@ -357,64 +332,6 @@ def nvt_langevin(energy_fn: Callable, dt: float, kT: float, tau: float = 100.0,
 # Nose-Hoover chains
 # ---------------------------------------------------------------------------
 
-def suzuki_yoshida_weights(order: int):
-    """Weights w_k (sum 1) of the Suzuki-Yoshida factorisation of order 1, 3
-    or 5 (Yoshida, Phys. Lett. A 150, 262 (1990); MTK 1996 Sec. 4)."""
-    if order == 1:
-        return (1.0,)
-    if order == 3:
-        w = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))
-        return (w, 1.0 - 2.0 * w, w)
-    if order == 5:
-        w = 1.0 / (4.0 - 4.0 ** (1.0 / 3.0))
-        return (w, w, 1.0 - 4.0 * w, w, w)
-    raise InputError(f"Suzuki-Yoshida order must be 1, 3 or 5, got {order!r}")
-
-
-def _chain_half_step(state: MDState, half_dt, weights, n_sub):
-    """exp(iL_NHC half_dt) by Trotter splitting into n_sub x len(weights)
-    substeps h = w_k half_dt / n_sub (Martyna, Tuckerman, Tobias & Klein,
-    Mol. Phys. 87, 1117 (1996), Sec. 4; Tuckerman, "Statistical Mechanics",
-    Sec. 4.12). Each substep: v_M half kick; v_j (j = M-1..1) kicks wrapped
-    in exp(-h/4 v_{j+1}) scalings; particle momenta scaled by exp(-h v_1);
-    xi += h v; then the mirror image. Forces on the chain:
-    G_1 = 2K - n_dof kT, G_j = Q_{j-1} v_{j-1}^2 - kT."""
-    ch = state.chain
-    M = ch.v_xi.shape[0]
-    kT, Q = ch.kT, ch.Q
-    k2_start = 2.0 * kinetic_energy(state)          # 2K, eV
-    hs = jnp.asarray([w * half_dt / n_sub for _ in range(n_sub) for w in weights], _ACC)
-
-    def g(j, k2, v):
-        if j == 0:
-            return (k2 - ch.n_dof * kT) / Q[0]
-        return (Q[j - 1] * v[j - 1] ** 2 - kT) / Q[j]
-
-    def substep(carry, h):
-        k2, scale, xi, v_arr = carry
-        v = [v_arr[j] for j in range(M)]
-        v[M - 1] = v[M - 1] + 0.5 * h * g(M - 1, k2, v)
-        for j in range(M - 2, -1, -1):
-            s = jnp.exp(-0.25 * h * v[j + 1])
-            v[j] = (v[j] * s + 0.5 * h * g(j, k2, v)) * s
-        f = jnp.exp(-h * v[0])
-        scale = scale * f
-        k2 = k2 * f * f
-        xi = xi + h * jnp.stack(v)
-        for j in range(M - 1):
-            s = jnp.exp(-0.25 * h * v[j + 1])
-            v[j] = (v[j] * s + 0.5 * h * g(j, k2, v)) * s
-        v[M - 1] = v[M - 1] + 0.5 * h * g(M - 1, k2, v)
-        return (k2, scale, xi, jnp.stack(v)), None
-
-    init = (k2_start, jnp.ones((), _ACC), ch.xi, ch.v_xi.astype(_ACC))
-    (k2, scale, xi, v), _ = jax.lax.scan(substep, init, hs)
-    p = state.momenta * scale.astype(state.momenta.dtype)
-    heat = state.heat + (0.5 * (k2_start - k2)).astype(state.heat.dtype)
-    chain = ch.replace(xi=xi, v_xi=v.astype(ch.v_xi.dtype))
-    return state.replace(momenta=p, heat=heat, chain=chain)
-
-
 def nvt_nose_hoover_chain(energy_fn: Callable, dt: float, kT: float, tau: float = 100.0,
                           remove_com: bool = True, chain_length: int = 3,
                           chain_steps: int = 2, sy_order: int = 3):
@@ -439,18 +356,12 @@ def nvt_nose_hoover_chain(energy_fn: Callable, dt: float, kT: float, tau: float 
     eaf = _energy_and_forces(energy_fn)
 
     def chain_init(n_dof, dtype):
-        if n_dof < 1:
-            raise InputError("Nose-Hoover chains need at least one degree of freedom")
-        Q = kT * tau ** 2 * jnp.ones((M,), _ACC)
-        Q = Q.at[0].multiply(n_dof)
-        z = jnp.zeros((M,), _ACC)
-        return ChainState(xi=z, v_xi=z, Q=Q, kT=jnp.asarray(kT, _ACC),
-                          n_dof=jnp.asarray(n_dof, _ACC))
+        return nose_hoover_chain_state(M, n_dof, kT, tau)
 
     def step_fn(state: MDState, **kwargs) -> MDState:
-        state = _chain_half_step(state, 0.5 * dt, weights, int(chain_steps))
+        state = nose_hoover_chain_half_step(state, 0.5 * dt, weights, int(chain_steps))
         state = _velocity_verlet(state, dt, eaf, **kwargs)
-        return _chain_half_step(state, 0.5 * dt, weights, int(chain_steps))
+        return nose_hoover_chain_half_step(state, 0.5 * dt, weights, int(chain_steps))
 
     return _make_init(energy_fn, kT, remove_com, chain_init), step_fn
 
@@ -459,36 +370,13 @@ def nvt_nose_hoover_chain(energy_fn: Callable, dt: float, kT: float, tau: float 
 # CSVR (Bussi-Donadio-Parrinello)
 # ---------------------------------------------------------------------------
 
-def _csvr_draws(key, n_dof, n):
-    """n pairs (R_1, S): R_1 ~ N(0,1) and S ~ chi^2(n_dof - 1) = 2 Gamma((n_dof - 1)/2).
-    One gamma call per step (its sampler is costly to compile)."""
-    k1, k2 = jax.random.split(key)
-    r1 = jax.random.normal(k1, (n,), dtype=_ACC)
-    if n_dof > 1:
-        s = 2.0 * jax.random.gamma(k2, 0.5 * (n_dof - 1), (n,), dtype=_ACC)
-    else:
-        s = jnp.zeros((n,), _ACC)
-    return r1, s
-
-
 def _csvr_rescale(state: MDState, c, kT, n_dof, r1, s):
     """Stochastic velocity rescaling over one thermostat interval with
-    c = exp(-interval/tau) (Bussi, Donadio & Parrinello, JCP 126, 014101
-    (2007), eq. (A7)): the new kinetic energy is drawn exactly,
-
-      K' = c K + (1 - c) Kbar (R_1^2 + S) / n_dof + 2 R_1 sqrt(c (1 - c) K Kbar / n_dof),
-
-    Kbar = n_dof kT / 2, R_1 ~ N(0,1), S = sum_{i=2}^{n_dof} R_i^2 ~ chi^2(n_dof - 1)
-    = 2 Gamma((n_dof - 1)/2). Momenta scale by alpha = sqrt(K'/K) with the
-    sign of R_1 + sqrt(c n_dof K / ((1 - c) Kbar)) (paper, appendix)."""
+    c = exp(-interval/tau) (:func:`jaxpot.dynamics.thermostats.csvr_scale`,
+    Bussi, Donadio & Parrinello, JCP 126, 014101 (2007), eq. (A7)); the
+    kinetic energy it removes goes to ``heat``."""
     K = kinetic_energy(state)
-    kbar = 0.5 * n_dof * kT
-    k_new = (c * K + (1.0 - c) * kbar * (r1 * r1 + s) / n_dof
-             + 2.0 * r1 * jnp.sqrt(c * (1.0 - c) * K * kbar / n_dof))
-    safe_k = jnp.where(K > 0, K, 1.0)
-    alpha = jnp.where(K > 0, jnp.sqrt(k_new / safe_k), 1.0)
-    sign_arg = r1 + jnp.sqrt(c * n_dof * K / ((1.0 - c) * kbar))
-    alpha = jnp.where(sign_arg < 0, -alpha, alpha)
+    alpha = csvr_scale(K, c, kT, n_dof, r1, s)
     k_after = jnp.where(K > 0, alpha * alpha * K, K)
     p = state.momenta * alpha.astype(state.momenta.dtype)
     heat = state.heat + (K - k_after).astype(state.heat.dtype)
@@ -513,7 +401,7 @@ def nvt_csvr(energy_fn: Callable, dt: float, kT: float, tau: float = 100.0,
     def step_fn(state: MDState, **kwargs) -> MDState:
         n_dof = n_degrees_of_freedom(state.positions.shape[0], remove_com)
         key, sub = jax.random.split(state.key)
-        r1, s = _csvr_draws(sub, n_dof, 2)
+        r1, s = csvr_draws(sub, n_dof, (2,), _ACC)
         state = _csvr_rescale(state.replace(key=key), c, kT, n_dof, r1[0], s[0])
         state = _velocity_verlet(state, dt, eaf, **kwargs)
         return _csvr_rescale(state, c, kT, n_dof, r1[1], s[1])

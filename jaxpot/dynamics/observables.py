@@ -5,7 +5,9 @@ Units (metal): lengths A, energies eV, volumes A^3, pressures eV/A^3
 (times :data:`EV_A3_TO_BAR` or :data:`EV_A3_TO_GPA`), temperatures K.
 
 Statistics (block averages) run on the host in numpy; the structural
-observables are jnp functions that vectorise over frames.
+observables are jnp functions that vectorise over frames. ``pressure`` and
+``kinetic_temperature`` are the formulas of :mod:`jaxpot.dynamics.quantity`
+(``quantity.pressure``, ``quantity.temperature``), re-exported here.
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ import numpy as np
 
 from ..space import perpendicular_widths
 from ..system import InputError
-from ..units import EV_A3_TO_GPA, KB
+from ..units import EV_A3_TO_GPA
+from .quantity import pressure
+from .quantity import temperature as kinetic_temperature
 
 EV_A3_TO_BAR = EV_A3_TO_GPA * 1.0e4
 """1 eV/A^3 in bar (1 GPa = 1e4 bar)."""
@@ -245,30 +249,6 @@ def coordination_number(r, g, density, r_cut):
     lo, hi = r - 0.5 * dr, r + 0.5 * dr
     shell = 4.0 * np.pi / 3.0 * (hi ** 3 - lo ** 3)
     return float(density * np.sum((g * shell)[r < r_cut]))
-
-
-# ---------------------------------------------------------------------------
-# Thermodynamic estimators
-# ---------------------------------------------------------------------------
-
-def pressure(kinetic_energy, virial, volume):
-    """Pressure P = (2 K + tr W) / (3 V) in eV/A^3 (virial theorem).
-
-    kinetic_energy eV; virial W (3, 3) eV with W = -dU/d(epsilon) (the sign
-    of ``jaxpot.potentials.base.virial``: positive for repulsion); volume
-    A^3. Multiply by EV_A3_TO_BAR or EV_A3_TO_GPA for bar or GPa."""
-    virial = jnp.asarray(virial)
-    if virial.shape[-2:] != (3, 3):
-        raise InputError(f"virial must have shape (3, 3) in eV, got {virial.shape}")
-    tr = jnp.trace(virial, axis1=-2, axis2=-1)
-    return (2.0 * jnp.asarray(kinetic_energy) + tr) / (3.0 * jnp.asarray(volume))
-
-
-def kinetic_temperature(kinetic_energy, n_dof):
-    """T = 2 K / (n_dof kB), K, for a kinetic energy K in eV."""
-    if n_dof <= 0:
-        raise InputError(f"n_dof must be positive, got {n_dof}")
-    return 2.0 * jnp.asarray(kinetic_energy) / (n_dof * KB)
 
 
 # ---------------------------------------------------------------------------
