@@ -4,7 +4,7 @@ The old engine is jaxpot/potentials/water.py as it was at commit OLD_COMMIT
 (its own bonds, angle, LJ and Coulomb wiring), loaded from git; the new one
 is jaxpot.forcefield.water (a topology plus a virtual M site through
 jaxpot.forcefield.engine.classical_potential). Both read the same neighbor
-list. Cases: the 32- and 216-water boxes of ../shared/data (water_32.pdb,
+list. Cases: the 32- and 216-water boxes of tests/data (water_32.pdb,
 water_216.extxyz, as tests/ load them), the same 32-water box wrapped into the
 cell (molecules split across the boundary) and with its atoms shuffled
 (molecules recognised from geometry), and a (H2O)_8 cluster; every Coulomb
@@ -42,9 +42,7 @@ from jaxpot.potentials.base import Context, energy_forces_stress, energy_and_for
 from jaxpot.system import from_ase  # noqa: E402
 
 OLD_COMMIT = "2d3623c754dd2d2f5d6339e01a3541099c688248"
-DATA = ROOT.parent.parent / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = ROOT / "tests" / "data"
 
 
 def old_water_module():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-# summary.json keys every run carries (../shared/API.md, "Run outputs")
+# summary.json keys every run carries (docs/outputs.md)
 SUMMARY_KEYS = ("atoms", "beads", "steps", "time_ps", "temperature_K", "potential_energy_eV",
                 "kinetic_energy_eV", "kinetic_energy_per_atom_eV", "conserved_drift_eV_per_ps_per_atom",
                 "steps_per_second", "compile_seconds")

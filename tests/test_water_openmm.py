@@ -37,16 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 import openmm_qtip4pf as oq  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-WATER_216 = SHARED / "data" / "water_216.extxyz"
+WATER_216 = ROOT / "tests" / "data" / "water_216.extxyz"   # i-PI's q-TIP4P/F box, shipped (tests/data/README.md)
 
 # jaxpot param switches that isolate each term (the energy is linear in them)
 OFF = {"bond": {"D_r": 0.0}, "angle": {"k_theta": 0.0}, "lj": {"epsilon": 0.0}, "coulomb": {"q_H": 0.0}}
 
 
 def _water_216():
-    if not WATER_216.is_file():
-        pytest.skip(f"shared data not available ({WATER_216})")
     import ase.io
     return ase.io.read(WATER_216)
 
