@@ -93,7 +93,7 @@ TOP_LEVEL = ("system", "potential", "md", "output")
 
 
 def _pimd_only(table: str, ensemble) -> dict:
-    if ensemble == "pimd" or ensemble not in THERMOSTATS:
+    if not isinstance(ensemble, str) or ensemble == "pimd" or ensemble not in THERMOSTATS:
         return {}
     return {k: f"applies to ensemble = 'pimd' only (this run has ensemble = {ensemble!r})"
             for k in PIMD_ONLY[table]}
