@@ -12,6 +12,7 @@ driver (:mod:`jaxpot.simulate`), the ASE calculator
 assemble through it.
 
 Units (metal): positions, cell, cutoff and skin in A; energies eV; charges e.
+Usage from Python: ``docs/python.md``.
 """
 from __future__ import annotations
 

@@ -36,13 +36,13 @@ SYSTEM_TABLE = Table("[system]", (
     Key("file", str, None, "", "structure file read by ase.io (extxyz, xyz, cif, ...); relative paths are "
         "taken from the working directory, then from the config file's directory. Velocities in the file "
         "(extxyz momenta) start classical runs."),
-    Key("build", dict, None, "", "a structure builder table instead of a file: kind = water_box | "
-        "water_cluster | bulk | molecule and its arguments (jaxpot.build.build_structure)"),
+    Key("build", dict, None, "", "a structure builder table instead of a file: kind = water_box, "
+        "water_cluster, bulk or molecule, and its arguments (jaxpot.build.build_structure)"),
     Key("index", (int, str), None, "", "which frame of a multi-frame file (ase.io index; default: the last)"),
 ), doc="The starting structure: exactly one of `file` or `build`.")
 
 MD_TABLE = Table("[md]", (
-    Key("ensemble", str, "nvt", "", "nve | nvt | pimd (ring-polymer path-integral MD)", check=_ensemble),
+    Key("ensemble", str, "nvt", "", "nve, nvt or pimd (ring-polymer path-integral MD)", check=_ensemble),
     Key("thermostat", str, None, "", "nve: none; nvt: langevin (default), nose_hoover_chain, csvr; "
         "pimd: pile_l (default), pile_g, langevin, none"),
     Key("temperature", float, 300.0, "K", "target temperature; also the temperature of the starting "
