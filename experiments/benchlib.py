@@ -8,12 +8,9 @@ import time
 import jax
 import numpy as np
 
-from jaxpot.clusters import neighbor_fns_for
-from jaxpot.potentials import build_potential
-from jaxpot.potentials.base import Context
-from jaxpot.simulate import (MD_DEFAULTS, cast_params, classical_engine, grow_neighbor_list, make_block,
-                             neighbor_skin, pimd_engine)
-from jaxpot.system import from_ase
+from jaxpot.assembly import prepare
+from jaxpot.simulate import (MD_DEFAULTS, classical_engine, grow_neighbor_list, make_block, neighbor_skin,
+                             pimd_engine)
 
 
 def time_calls(call, steps_per_call, min_steps, min_seconds, max_seconds, statistic="mean"):
@@ -56,21 +53,11 @@ def jaxpot_engine(atoms, spec, md_overrides, dtype_name):
     """(system, potential, params, context, engine, neighbor fns, list, state)
     for ``atoms``, a ``[potential]`` table and ``[md]`` overrides, as
     ``run_md`` builds them (neighbor skin included)."""
-    import jax.numpy as jnp
-
-    dtype = jnp.float32 if dtype_name == "float32" else jnp.float64
-    system = from_ase(atoms, dtype=dtype)
-    pot = build_potential(spec, system)
-    params = cast_params(pot.init(jax.random.PRNGKey(0), system), dtype)
-    ctx = Context(species=system.species, cell=system.cell, neighbors=None, charges=system.charges)
     md = {**MD_DEFAULTS, "dtype": dtype_name, **md_overrides}
+    pot, params, ctx, fns, nbr, system = prepare(spec, atoms, dtype=dtype_name, skin=neighbor_skin(md),
+                                                 layout=md["neighbor_layout"])
     make = pimd_engine if md["ensemble"] == "pimd" else classical_engine
     engine = make(pot, params, system, ctx, md)[0]
-    fns = nbr = None
-    if pot.cutoff > 0:
-        fns = neighbor_fns_for(pot, np.asarray(system.cell), system.periodic, system.n_atoms,
-                               skin=neighbor_skin(md), layout=md["neighbor_layout"], positions=system.positions)
-        nbr = fns.allocate(system.positions, system.cell)
     state = engine.init(jax.random.PRNGKey(1), nbr)
     return system, pot, params, ctx, engine, fns, engine.place(nbr), state
 

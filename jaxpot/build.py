@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import units
-from .system import InputError
+from .errors import InputError
 
 WATER_MASS = 18.01528  # amu
 
@@ -86,22 +86,20 @@ def relax_water(atoms, steps: int = 300, max_step: float = 0.1, dt: float = 0.5)
     import jax
     import jax.numpy as jnp
 
-    from .neighbors import neighbor_list
-    from .potentials.base import Context, energy_and_forces
-    from .potentials.water import qtip4pf_from_config
-    from .system import from_ase
+    from .assembly import prepare
+    from .potentials.base import energy_and_forces
 
-    system = from_ase(atoms)
-    pot = qtip4pf_from_config({"coulomb": "pme", "accuracy": 1e-4,
-                               "cutoff": min(9.0, 0.45 * float(np.min(atoms.cell.lengths())))}, system)
-    params = pot.init(jax.random.PRNGKey(0), system)
-    fns = neighbor_list(pot.cutoff, system.cell, True, skin=1.0)
+    spec = {"kind": "qtip4pf", "coulomb": "pme", "accuracy": 1e-4,
+            "cutoff": min(9.0, 0.45 * float(np.min(atoms.cell.lengths())))}
+    # a pair list (as always here) and the parameters as the model gives them
+    prep = prepare(spec, atoms, skin=1.0, layout="pairs", cast=False)
+    system, pot, params, fns = prep.system, prep.potential, prep.params, prep.neighbor_fns
     ef = energy_and_forces(pot)
     f_inc, f_dec, a0, f_a, dt_max = 1.1, 0.5, 0.1, 0.99, 10.0 * dt
 
     def forces(pos, nbr):
         nbr = fns.update(pos, nbr, system.cell)
-        return ef(params, pos, Context(system.species, system.cell, nbr))[1], nbr
+        return ef(params, pos, prep.context.replace(neighbors=nbr))[1], nbr
 
     @jax.jit
     def fire(pos, nbr):
@@ -130,7 +128,7 @@ def relax_water(atoms, steps: int = 300, max_step: float = 0.1, dt: float = 0.5)
         carry, _ = jax.lax.scan(body, carry, None, length=steps)
         return carry[0], carry[3]
 
-    nbr = fns.allocate(system.positions, system.cell)
+    nbr = prep.neighbors
     pos, nbr = fire(system.positions, nbr)
     while nbr.did_overflow():   # relax again from the start with a larger list
         nbr = fns.reallocate(nbr, system.positions, system.cell)

@@ -1,4 +1,4 @@
-"""Command line: ``jaxpot md|demo|train|eval`` (see ../shared/API.md).
+"""Command line: ``jaxpot md|demo|train|eval`` (see docs/cli.md).
 
 Every command exits non-zero with a one-line reason on bad input and never
 overwrites an existing run directory unless ``--overwrite`` is given.
@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .system import InputError
+from .errors import InputError, SimulationError
 
 
 def _run_verb(args, fn, verb: str, restart_what: str, default_dir: str):
@@ -32,27 +32,11 @@ def _run_verb(args, fn, verb: str, restart_what: str, default_dir: str):
 
 def _md(args) -> int:
     from .simulate import run_md
+    from .simulate.output import print_summary
 
     summary, out_dir = _run_verb(args, run_md, "md", "RUN_DIR", "runs/md")
-    _print_summary(summary, out_dir)
+    print_summary(summary, out_dir)
     return 0
-
-
-def _print_summary(summary: dict, out_dir) -> None:
-    def pm(d):
-        return f"{d['mean']:.5g} +/- {d['sem']:.2g}"
-
-    print(f"run directory: {out_dir}")
-    print(f"  atoms {summary['atoms']}, beads {summary['beads']}, {summary['time_ps']:.3g} ps, "
-          f"{summary['steps_per_second']:.1f} steps/s (compile {summary['compile_seconds']:.1f} s)")
-    print(f"  temperature      {pm(summary['temperature_K'])} K")
-    print(f"  potential energy {pm(summary['potential_energy_eV'])} eV")
-    print(f"  kinetic energy   {pm(summary['kinetic_energy_eV'])} eV")
-    if "kinetic_energy_primitive_eV" in summary:
-        print(f"  kinetic (prim.)  {pm(summary['kinetic_energy_primitive_eV'])} eV")
-    for el, d in summary["kinetic_energy_per_atom_eV"].items():
-        print(f"  kinetic energy per {el} atom {1000 * d['mean']:.2f} +/- {1000 * d['sem']:.2f} meV")
-    print(f"  conserved drift  {summary['conserved_drift_eV_per_ps_per_atom']:.3g} eV/ps/atom")
 
 
 def _demo(args) -> int:
@@ -140,7 +124,6 @@ def main(argv=None) -> int:
         return 2
     except Exception as err:  # a one-line reason, not a traceback, for run failures
         from .neighbors import NeighborListOverflow
-        from .simulate import SimulationError
         if isinstance(err, (SimulationError, NeighborListOverflow)):
             print(f"jaxpot: error: {err}", file=sys.stderr)
             return 1

@@ -14,7 +14,7 @@ import numpy as np
 
 from .build import water_box
 from .io import prepare_directory, read_thermo
-from .system import InputError
+from .errors import InputError
 
 
 def demo_configs(directory: Path, quick: bool = False) -> dict:
@@ -49,8 +49,8 @@ def run_demo(directory="runs/demo", overwrite: bool = False, quick: bool = False
     """Run the showcase into ``directory``; returns the two summaries."""
     from ase.io import write
 
-    from .cli import _print_summary
     from .simulate import run_md
+    from .simulate.output import print_summary
 
     directory = prepare_directory(directory, overwrite=overwrite)
     for sub in ("classical", "pimd"):
@@ -64,7 +64,7 @@ def run_demo(directory="runs/demo", overwrite: bool = False, quick: bool = False
     for name in ("classical", "quantum"):
         print(f"\n== {name} run ({cfg[name]['md']['ensemble']}, {cfg[name]['md'].get('beads', 1)} bead(s)) ==")
         summaries[name] = run_md(cfg[name], overwrite=overwrite, progress=progress)
-        _print_summary(summaries[name], cfg[name]["output"]["directory"])
+        print_summary(summaries[name], cfg[name]["output"]["directory"])
     kc = summaries["classical"]["kinetic_energy_per_atom_eV"]["H"]
     kq = summaries["quantum"]["kinetic_energy_per_atom_eV"]["H"]
     print(f"\nkinetic energy of H: classical {1000 * kc['mean']:.1f} +/- {1000 * kc['sem']:.1f} meV "

@@ -1,6 +1,6 @@
 """Run outputs: thermo logs, trajectories, checkpoints, summaries, configs.
 
-Files follow ``../shared/API.md``: ``thermo.csv`` (one row every ``every``
+Files are described in ``docs/outputs.md``: ``thermo.csv`` (one row every ``every``
 steps), ``trajectory.extxyz``, ``checkpoint.npz`` (exact restart),
 ``config.toml`` (the resolved configuration) and ``summary.json``.
 Everything is written so that a run that dies midway keeps what it wrote.
@@ -17,7 +17,7 @@ import numpy as np
 
 import jax
 
-from .system import InputError
+from .errors import InputError
 
 THERMO = "thermo.csv"
 TRAJECTORY = "trajectory.extxyz"

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from ..clusters import neighbor_fns_for
-from ..potentials import build_potential
+from ..assembly import prepare
+from ..errors import InputError
 from ..potentials.base import Context, Potential, energy_and_forces, energy_forces_stress
-from ..system import InputError, from_ase
+from ..system import from_ase
 
 
 class JaxpotCalculator(Calculator):
@@ -74,17 +74,13 @@ class JaxpotCalculator(Calculator):
                 self._nbr_state = None   # shifts were computed in the old cell
                 return
         system = from_ase(atoms, dtype=self.dtype)
-        if isinstance(self.spec, Potential):
-            pot = self.spec
-        else:
-            pot = build_potential(self.spec, system)
-        params = self.user_params if self.user_params is not None else pot.init(jax.random.PRNGKey(self.seed), system)
-        self.potential, self.params, self.system = pot, params, system
-        self._nbr = None
-        if pot.cutoff > 0:
-            # the skin lets the image set cover cells within 1% of this one
-            self._nbr = neighbor_fns_for(pot, np.asarray(system.cell), system.periodic, system.n_atoms,
-                                         skin=0.5, positions=system.positions)
+        # the skin lets the image set cover cells within 1% of this one; the parameters are
+        # used as given or as init gives them (not cast); the first list is allocated in calculate
+        prep = prepare(self.spec, system, dtype=self.dtype, skin=0.5, key=jax.random.PRNGKey(self.seed),
+                       params=self.user_params, cast=False, allocate=False)
+        pot = prep.potential
+        self.potential, self.params, self.system = pot, prep.params, system
+        self._nbr = prep.neighbor_fns
         self._nbr_state = None
         if self._nbr is not None:
             self._update = jax.jit(self._nbr.update)
