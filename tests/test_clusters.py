@@ -153,7 +153,7 @@ def test_column_search_finds_the_cluster_pairs_of_the_all_pairs_search():
     x, c = jnp.asarray(pos), jnp.asarray(cell)
     nbl = fns.allocate(x, c)
     assert not nbl.did_overflow() and nbl.cell_capacity > 0
-    every = fns._build_jit(x, c, nbl.capacity, fns.n_clusters, 0)
+    every = fns.build_jit(x, c, nbl.capacity, fns.n_clusters, 0)
 
     def listed(lst):
         k = int(lst.n_pairs)
@@ -162,7 +162,7 @@ def test_column_search_finds_the_cluster_pairs_of_the_all_pairs_search():
     assert int(nbl.n_pairs) == int(every.n_pairs) > 0
     assert listed(nbl) == listed(every)
     full = int(fns.fullest_column(x, c))
-    tight = fns._build_jit(x, c, nbl.capacity, nbl.row_capacity, full - 1)
+    tight = fns.build_jit(x, c, nbl.capacity, nbl.row_capacity, full - 1)
     assert tight.did_overflow()
     grown = fns.reallocate(tight, x, c)
     assert not grown.did_overflow() and grown.cell_capacity >= full
@@ -172,7 +172,7 @@ def test_cluster_list_overflow_is_flagged_and_reallocation_grows_it():
     pos, cell = fluid()
     fns = cluster_list(RC, cell, len(pos), skin=SKIN)
     x, c = jnp.asarray(pos), jnp.asarray(cell)
-    small = fns._build_jit(x, c, 256, 16, 0)
+    small = fns.build_jit(x, c, 256, 16, 0)
     assert small.did_overflow()
     assert int(small.n_pairs) > small.capacity or int(small.max_row) > small.row_capacity
     grown = fns.reallocate(small, x, c)

@@ -442,7 +442,7 @@ def test_thermostatted_ring_polymer_samples_centroid_temperature(thermostat, spl
 
 
 def test_conserved_quantity_books_thermostat_heat():
-    # H_P - heat is conserved up to the integrator's error: its spread is
+    # H_P + heat is conserved up to the integrator's error: its spread is
     # tiny against the heat the PILE-L thermostat exchanges, and it shrinks
     # between 4x (bounded O(dt^2) shadow-energy error) and 8x (O(dt^3) local
     # errors that do not cancel) when dt halves.

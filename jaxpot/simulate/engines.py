@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import units
+from ..dynamics import quantity
+from ..dynamics.observables import EV_A3_TO_BAR
 from ..errors import InputError
 from ..potentials.base import bind, virial
 from ..space import volume
@@ -96,19 +98,18 @@ def classical_engine(pot, params, system, context, md, velocities=None) -> Engin
         return init_fn(key, system.positions, system.masses, neighbors=nbr)
 
     def observe(state, nbr):
-        k_atom = 0.5 * jnp.sum(state.momenta ** 2, axis=-1) / state.masses * units.MVV2E
-        kin = jnp.sum(k_atom.astype(jnp.float64))
+        k_atom = quantity.per_atom_kinetic_energy(state.momenta, state.masses)
+        kin = jnp.sum(k_atom)
         row = {
-            "temperature_K": 2.0 * kin / (n_dof * units.KB),
+            "temperature_K": quantity.temperature(kin, n_dof),
             "potential_energy_eV": state.potential_energy.astype(jnp.float64),
             "kinetic_energy_eV": kin,
             "conserved_eV": integ.conserved_energy(state).astype(jnp.float64),
-            "kinetic_energy_per_atom_eV": avg @ k_atom.astype(jnp.float64),
+            "kinetic_energy_per_atom_eV": quantity.per_element_kinetic_energy(k_atom, avg),
         }
         if periodic:
             w = vir(params, state.positions, context.replace(neighbors=nbr))
-            vol = volume(context.cell)
-            row["pressure_bar"] = (2.0 * kin + jnp.trace(w)) / (3.0 * vol) * units.EV_A3_TO_GPA * 1e4
+            row["pressure_bar"] = quantity.pressure(kin, w, volume(context.cell)) * EV_A3_TO_BAR
         return row
 
     columns = ["temperature_K", "potential_energy_eV", "kinetic_energy_eV", "conserved_eV"]
@@ -172,7 +173,8 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
             "kinetic_energy_primitive_eV": est["kinetic_primitive"].astype(jnp.float64),
             "conserved_eV": est["conserved"].astype(jnp.float64),
             "spring_energy_eV": est["spring"].astype(jnp.float64),
-            "kinetic_energy_per_atom_eV": avg @ est["kinetic_cv_per_atom"].astype(jnp.float64),
+            "kinetic_energy_per_atom_eV": quantity.per_element_kinetic_energy(
+                est["kinetic_cv_per_atom"].astype(jnp.float64), avg),
         }
 
     def frame(state):

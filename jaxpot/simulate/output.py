@@ -27,6 +27,9 @@ def save_state(run_dir, carry, step, nbr, compile_seconds, run_seconds, steps_ti
     metadata a restart needs (list capacities, timings in s)."""
     meta = {"step": int(step), "compile_seconds": compile_seconds, "run_seconds": run_seconds,
             "steps_timed": steps_timed,
+            # one heat convention since 2026-12: kinetic energy removed by the thermostat (PIMD stored
+            # the heat added before; a restart of such a checkpoint flips it, run.py)
+            "heat_removed": True,
             "nbr_capacity": int(nbr.capacity) if nbr is not None else 0,
             "nbr_row_capacity": int(nbr.row_capacity) if nbr is not None else 0,
             "nbr_cell_capacity": int(nbr.cell_capacity) if nbr is not None else 0}

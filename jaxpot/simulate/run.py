@@ -94,7 +94,7 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
                       "running with images='minimum' as configured")
         if meta is not None:
             # the exact saved capacities, so the checkpoint's arrays fit
-            nbr = nbr_fns._build_jit(system.positions, system.cell, int(meta["nbr_capacity"]),
+            nbr = nbr_fns.build_jit(system.positions, system.cell, int(meta["nbr_capacity"]),
                                      int(meta["nbr_row_capacity"]), int(meta.get("nbr_cell_capacity", 0)))
 
     if md["ensemble"] == "pimd":
@@ -107,6 +107,8 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
     start_step = 0
     if meta is not None:
         state, nbr = io.restore_like((state, nbr), leaves)
+        if md["ensemble"] == "pimd" and not meta.get("heat_removed", False):
+            state = state.replace(heat=-state.heat)     # checkpoint of the older PIMD convention (heat added)
         state, nbr = engine.shard(state), engine.place(nbr)
         start_step = int(meta["step"])
     else:
