@@ -51,17 +51,17 @@ OFFSETS = ("per_element", "mean")
 
 _FIT_ONLY = "fit only: "
 TABLE = Table("[potential] kind = 'kernel'", (
-    Key("descriptor", str, "coulomb_eigen", choices=DESCRIPTORS, doc="global descriptor of a structure"),
-    Key("kernel", str, "gaussian", choices=KERNELS, doc="kernel function (soap: polynomial)"),
+    Key("descriptor", str, "coulomb_eigen", choices=DESCRIPTORS, doc="global descriptor of a structure."),
+    Key("kernel", str, "gaussian", choices=KERNELS, doc="kernel function (soap: polynomial)."),
     Key("sigma", float, None, "descriptor units", "kernel length scale (auto: median descriptor distance)"),
     Key("regularization", float, 1e-8, "eV^2", "lambda: KRR ridge / GP noise variance"),
     Key("signal_variance", float, 1.0, "eV^2", "kernel prefactor s^2"),
     Key("species", list, None, doc="element symbols (auto: the data's)"),
     Key("max_atoms", int, None, doc="descriptor padding size (auto: the data's)"),
     Key("max_counts", dict, None, doc="bag_of_bonds: largest count per element (auto: the data's)"),
-    Key("orbitals", str, "s", choices=("s", "sp"), doc="overlap descriptor orbitals"),
+    Key("orbitals", str, "s", choices=("s", "sp"), doc="overlap descriptor orbitals."),
     Key("standardize", bool, True, doc="scale descriptor features to zero mean, unit variance"),
-    Key("offset", str, "per_element", choices=OFFSETS, doc="energy offset: per-element energies or the mean"),
+    Key("offset", str, "per_element", choices=OFFSETS, doc="energy offset: per-element energies or the mean."),
     Key("gpr", bool, False, doc="keep the Cholesky factor for predictive variances"),
     Key("gradient_domain", bool, False, doc="fit forces with the Hessian kernel (small molecules)"),
     # soap (local, GAP-style sparse GPR); ignored by the global descriptors

@@ -121,11 +121,11 @@ TABLE = Table(f"[potential] kind = '{NAME}'", (
     Key("species", list, doc="elements, one network each (training: the data's)"),
     Key("cutoff", float, 6.0, "A", "symmetry-function cutoff"),
     Key("radial", (int, list), 8, doc="radial functions per element, or explicit tables {eta (1/A^2), r_s (A)}"),
-    Key("radial_grid", str, "shifted", choices=GRIDS, doc="grid of a radial count"),
+    Key("radial_grid", str, "shifted", choices=GRIDS, doc="grid of a radial count."),
     Key("angular", (int, list), 4, doc="angular grid points (0: none), or explicit tables "
                                        "{eta, zeta, lambda, r_s, type}"),
-    Key("angular_grid", str, "centred", choices=GRIDS, doc="grid of an angular count"),
-    Key("angular_type", str, "g4", choices=ANGULAR_TYPES, doc="narrow (g4) or wide (g5) angular functions"),
+    Key("angular_grid", str, "centred", choices=GRIDS, doc="grid of an angular count."),
+    Key("angular_type", str, "g4", choices=ANGULAR_TYPES, doc="narrow (g4) or wide (g5) angular functions."),
     Key("zetas", list, [1.0, 4.0], doc="angular exponents of an angular count, each >= 1"),
     Key("grid_r_min", float, 1.0, "A", "first grid point"),
     Key("grid_r_max", float, None, "A", "last grid point (auto: cutoff - 0.5)"),
@@ -134,7 +134,7 @@ TABLE = Table(f"[potential] kind = '{NAME}'", (
     Key("atom_block", (int, str), "auto", doc="atoms per block of the angular sum (0: all; \"auto\": 4 on CPU, "
                                               "512 on GPUs)"),
     Key("hidden", list, [32, 32], doc="hidden layer widths of each element's network"),
-    Key("activation", str, "tanh", choices=tuple(ACTIVATIONS), doc="activation of the hidden layers"),
+    Key("activation", str, "tanh", choices=tuple(ACTIVATIONS), doc="activation of the hidden layers."),
     Key("energy_scale", float, 1.0, "eV", "multiplies the network output (training: the RMS force)"),
     Key("seed", int, 0, doc="folded into the init key"),
 ), doc="Behler-Parrinello symmetry functions and element networks")

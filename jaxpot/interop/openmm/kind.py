@@ -22,7 +22,7 @@ TABLE = Table("[potential] kind = 'openmm'", (
     Key("forcefield", (str, list), None, doc="OpenMM force-field XML files, e.g. [\"amber14-all.xml\", "
                                              "\"amber14/tip3p.xml\"] (with pdb)"),
     Key("nonbonded_method", str, None, choices=NONBONDED_METHODS,
-        doc="with pdb; auto: PME for a periodic structure, NoCutoff otherwise"),
+        doc="with pdb; auto: PME for a periodic structure, NoCutoff otherwise."),
     Key("cutoff", float, 10.0, "A", "nonbonded cutoff (with pdb)"),
     Key("ewald_error_tolerance", float, 5e-4, doc="OpenMM's Ewald/PME tolerance (with pdb)"),
     Key("switch_distance", float, None, "A", "LJ switch, in [0, cutoff) (with pdb)"),
