@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -25,33 +24,8 @@ CHECKPOINT = "checkpoint.npz"
 CONFIG = "config.toml"
 SUMMARY = "summary.json"
 
-
-def read_toml(path) -> dict:
-    """Parse a TOML file; InputError with the file name on failure."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"configuration file not found: {path}")
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"cannot parse {path}: {err}") from None
-
-
-def write_toml(path, data: dict) -> None:
-    import tomli_w
-
-    def clean(x):
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items() if v is not None}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if isinstance(x, (np.floating, np.integer)):
-            return x.item()
-        return x
-
-    with open(path, "wb") as fh:
-        tomli_w.dump(clean(data), fh)
+# TOML files: moved to the L0 module tomlio (model directories of potentials/saved.py need them)
+from .tomlio import read_toml, write_toml  # noqa: E402,F401
 
 
 def prepare_directory(directory, overwrite: bool = False) -> Path:

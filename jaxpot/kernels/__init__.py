@@ -8,10 +8,12 @@
   padding, batching);
 - :mod:`.regression`: kernel functions, distance matrices, KRR, GPR and the
   log-marginal-likelihood hyperparameter search (optax Adam);
-- :mod:`.potential`: configuration keys, parameters and energy of the kind,
+- :mod:`.potential`: configuration keys (:data:`TABLE`), parameters and energy of the kind,
   :func:`kernel_from_config`, :func:`kernel_predict`;
 - :mod:`.fit`: :func:`fit_kernel` (energies, gradient domain, SOAP,
-  Delta-learning) and :func:`potential_energies`.
+  Delta-learning) and :func:`potential_energies`;
+- :mod:`.kind`: the kind's KindSpec (factory, key table, closed-form fit of
+  ``jaxpot train``), which the registry of kinds points at.
 
 Units: energies eV, positions A, forces eV/A, kernel variances eV^2.
 """

@@ -36,7 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..config import Key, Table
 from ..potentials.base import Potential, check_species, species_index_table
+from ..potentials.registry import check_keys
 from ..system import InputError, check_choice, positive_number, species_from_symbols
 from .descriptors import _pad
 from .featurize import compute_descriptors, descriptor_fn, descriptor_size, pad_structures
@@ -47,42 +49,46 @@ DESCRIPTORS = ("coulomb_eigen", "coulomb_sorted", "bag_of_bonds", "overlap", "so
 KERNELS = ("gaussian", "laplacian", "linear", "polynomial")
 OFFSETS = ("per_element", "mean")
 
-# keys of the potential configuration, with defaults (None: required or set by fit_kernel)
-DEFAULTS = {
-    "descriptor": "coulomb_eigen",
-    "kernel": "gaussian",
-    "sigma": None,              # kernel length scale (standardised descriptor units)
-    "regularization": 1e-8,     # lambda: KRR ridge / GP noise variance (eV^2)
-    "signal_variance": 1.0,     # s^2 (eV^2)
-    "species": None,            # element symbols, e.g. ["H", "O"]
-    "max_atoms": None,          # descriptor padding size
-    "max_counts": None,         # bag_of_bonds: {element: max count}
-    "orbitals": "s",            # overlap: "s" | "sp"
-    "standardize": True,        # scale descriptor features to zero mean, unit variance
-    "offset": "per_element",    # "per_element" | "mean"
-    "gpr": False,               # keep the Cholesky factor for predictive variances
-    "gradient_domain": False,   # fit forces with the Hessian kernel (sGDML-style), see fit_kernel
+_FIT_ONLY = "fit only: "
+TABLE = Table("[potential] kind = 'kernel'", (
+    Key("descriptor", str, "coulomb_eigen", choices=DESCRIPTORS, doc="global descriptor of a structure."),
+    Key("kernel", str, "gaussian", choices=KERNELS, doc="kernel function (soap: polynomial)."),
+    Key("sigma", float, None, "descriptor units", "kernel length scale (auto: median descriptor distance)"),
+    Key("regularization", float, 1e-8, "eV^2", "lambda: KRR ridge / GP noise variance"),
+    Key("signal_variance", float, 1.0, "eV^2", "kernel prefactor s^2"),
+    Key("species", list, None, doc="element symbols (auto: the data's)"),
+    Key("max_atoms", int, None, doc="descriptor padding size (auto: the data's)"),
+    Key("max_counts", dict, None, doc="bag_of_bonds: largest count per element (auto: the data's)"),
+    Key("orbitals", str, "s", choices=("s", "sp"), doc="overlap descriptor orbitals."),
+    Key("standardize", bool, True, doc="scale descriptor features to zero mean, unit variance"),
+    Key("offset", str, "per_element", choices=OFFSETS, doc="energy offset: per-element energies or the mean."),
+    Key("gpr", bool, False, doc="keep the Cholesky factor for predictive variances"),
+    Key("gradient_domain", bool, False, doc="fit forces with the Hessian kernel (small molecules)"),
     # soap (local, GAP-style sparse GPR); ignored by the global descriptors
-    "cutoff": 4.0,              # A
-    "n_max": 6,                 # radial Gaussians
-    "l_max": 4,                 # Legendre order
-    "zeta": 2,                  # kernel (p_i . p_m)^zeta on normalised power spectra
-    "n_sparse": None,           # sparse (representative) atomic environments, set by fit_kernel
-    "n_train": None,            # number of training structures (shapes of params)
-}
-# keys only fit_kernel understands (they shape the fit, not the potential)
-FIT_DEFAULTS = {
-    "optimize_hyperparameters": False,
-    "hyperparameter_steps": 200,
-    "hyperparameter_learning_rate": 0.05,
-    "baseline": None,           # a [potential] table: fit E_ref - E_baseline (Delta-learning)
-}
+    Key("cutoff", float, 4.0, "A", "soap: cutoff"),
+    Key("n_max", int, 6, doc="soap: radial Gaussians"),
+    Key("l_max", int, 4, doc="soap: Legendre order"),
+    Key("zeta", int, 2, doc="soap: kernel exponent (p_i . p_m)^zeta on normalised power spectra"),
+    Key("n_sparse", int, None, doc="soap: sparse (representative) atomic environments (set by the fit)"),
+    Key("n_train", int, None, doc="number of training structures (set by the fit)"),
+    # keys only fit_kernel understands (they shape the fit, not the potential)
+    Key("optimize_hyperparameters", bool, False, doc=_FIT_ONLY + "maximise the GP log marginal likelihood"),
+    Key("hyperparameter_steps", int, 200, doc=_FIT_ONLY + "Adam steps of the hyperparameter search"),
+    Key("hyperparameter_learning_rate", float, 0.05, doc=_FIT_ONLY + "learning rate of that search"),
+    Key("baseline", dict, None, doc=_FIT_ONLY + "a [potential] table; the kernel fits E_ref - E_baseline "
+                                                "(Delta-learning)"),
+), doc="kernel regression on global descriptors")
+FIT_DEFAULTS = {k.name: k.default for k in TABLE.keys if k.doc.startswith(_FIT_ONLY)}
+"""keys only :func:`jaxpot.kernels.fit.fit_kernel` understands, with defaults (declared in :data:`TABLE`)."""
+DEFAULTS = {k.name: k.default for k in TABLE.keys if k.name not in FIT_DEFAULTS}
+"""keys of the potential configuration, with defaults (None: required or set by fit_kernel; declared in
+:data:`TABLE`)."""
 
 
 def _resolve(config: dict, allowed) -> dict:
-    unknown = set(config) - set(allowed) - {"kind"}
-    if unknown:
-        raise InputError(f"unknown key(s) for potential kind 'kernel': {', '.join(sorted(unknown))}")
+    check_keys("kernel", TABLE, config, inapplicable={
+        k: "applies to fitting only (jaxpot train [model], fit_kernel), not to a fitted kernel potential"
+        for k in FIT_DEFAULTS if k not in allowed})
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k in DEFAULTS}}
     check_choice("kernel descriptor", cfg["descriptor"], DESCRIPTORS)
     check_choice("kernel", cfg["kernel"], KERNELS)

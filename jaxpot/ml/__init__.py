@@ -1,10 +1,17 @@
 """Machine-learned potential kinds (energies eV, lengths A):
 
 - :mod:`.behler_parrinello`: atom-centred symmetry functions and one
-  feed-forward network per element (``kind = "behler_parrinello"``);
+  feed-forward network per element (``kind = "behler_parrinello"``), on the
+  descriptors of :mod:`.acsf`;
 - :mod:`.equivariant`: the ``nequip`` and ``mace`` kinds (configuration,
   graph inputs, the Potential wrapper) on the networks of :mod:`.nequip` and
-  :mod:`.mace`, built from the shared layers of :mod:`.equivariant_layers`.
+  :mod:`.mace`, built from the shared layers of :mod:`.equivariant_layers`;
+- :mod:`.data_defaults`: defaults that are statistics of the training data
+  (the ``from_data`` hooks of these kinds).
+
+Each kind's module declares its keys (a :class:`jaxpot.config.Table`) and
+its :class:`~jaxpot.potentials.registry.KindSpec` (``KIND``,
+``NEQUIP_KIND``, ``MACE_KIND``), which the registry of kinds points at.
 
 Names that two kinds share (``resolve_config``, ``DEFAULTS``) are reached
 through their module, e.g. ``jaxpot.ml.behler_parrinello.DEFAULTS``.

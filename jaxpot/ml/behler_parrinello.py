@@ -103,41 +103,43 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from ..potentials.base import Context, Potential, check_species, esum, pairs, safe_norm, species_index_table
+from ..config import Key, Table
+from ..potentials.base import Context, Potential, check_species, esum
+from ..potentials.registry import KindSpec, check_keys
 from ..potentials.saved import read_model_config
 from ..system import InputError, check_choice, positive_number, species_from_symbols, to_ase
+from .acsf import (AUTO_ATOM_BLOCK, GRIDS, _Descriptor, cosine_cutoff, radial_grid,  # noqa: F401
+                   symmetry_function_parameters)
+from .data_defaults import half_pairs, species_and_scale
 
-KIND = "behler_parrinello"
+NAME = "behler_parrinello"
 ACTIVATIONS = {"tanh": jnp.tanh, "silu": jax.nn.silu, "softplus": jax.nn.softplus}
-GRIDS = ("shifted", "centred")
 ANGULAR_TYPES = ("g4", "g5")
-DEFAULTS = dict(cutoff=6.0, radial=8, radial_grid="shifted", angular=4, angular_grid="centred",
-                angular_type="g4", zetas=[1.0, 4.0], grid_r_min=1.0, grid_r_max=None,
-                max_neighbors=None, atom_block="auto", hidden=[32, 32], activation="tanh",
-                energy_scale=1.0, seed=0)
 DENSITY_FOR_MAX_NEIGHBORS = 0.12   # atoms / A^3, for the default max_neighbors
-# atoms per block of the angular sum for atom_block = "auto": on CPU small
-# blocks stay in cache (2.3x less CPU time than one block for 96 water atoms,
-# 6 A cutoff, measured); on GPUs large blocks only bound the memory
-AUTO_ATOM_BLOCK = {"cpu": 4, "accelerator": 512}
 
-
-# ---------------------------------------------------------------------------
-# parameter sets
-# ---------------------------------------------------------------------------
-
-def radial_grid(n: int, r_min: float, r_max: float, grid: str):
-    """(eta (n,) 1/A^2, r_s (n,) A) of n2p2's generation rules (module
-    docstring): "shifted" Gaussians of equal width on the grid, or
-    "centred" Gaussians of widths r_k at r = 0."""
-    check_choice("symmetry-function grid", grid, GRIDS)
-    if n < 1 or (grid == "shifted" and n < 2):
-        raise InputError(f"a {grid} symmetry-function grid needs at least {2 if grid == 'shifted' else 1} points, got {n}")
-    r = np.linspace(r_min, r_max, n)
-    if grid == "shifted":
-        dr = (r_max - r_min) / (n - 1)
-        return np.full(n, 1.0 / (2.0 * dr * dr)), r
-    return 1.0 / (2.0 * r * r), np.zeros(n)
+TABLE = Table(f"[potential] kind = '{NAME}'", (
+    Key("species", list, doc="elements, one network each (training: the data's)"),
+    Key("cutoff", float, 6.0, "A", "symmetry-function cutoff"),
+    Key("radial", (int, list), 8, doc="radial functions per element, or explicit tables {eta (1/A^2), r_s (A)}"),
+    Key("radial_grid", str, "shifted", choices=GRIDS, doc="grid of a radial count."),
+    Key("angular", (int, list), 4, doc="angular grid points (0: none), or explicit tables "
+                                       "{eta, zeta, lambda, r_s, type}"),
+    Key("angular_grid", str, "centred", choices=GRIDS, doc="grid of an angular count."),
+    Key("angular_type", str, "g4", choices=ANGULAR_TYPES, doc="narrow (g4) or wide (g5) angular functions."),
+    Key("zetas", list, [1.0, 4.0], doc="angular exponents of an angular count, each >= 1"),
+    Key("grid_r_min", float, 1.0, "A", "first grid point"),
+    Key("grid_r_max", float, None, "A", "last grid point (auto: cutoff - 0.5)"),
+    Key("max_neighbors", int, None, doc="capacity of the angular triplet rows (auto: from a dense-liquid "
+                                        "density; training: from the data); raised for a more crowded system"),
+    Key("atom_block", (int, str), "auto", doc="atoms per block of the angular sum (0: all; \"auto\": 4 on CPU, "
+                                              "512 on GPUs)"),
+    Key("hidden", list, [32, 32], doc="hidden layer widths of each element's network"),
+    Key("activation", str, "tanh", choices=tuple(ACTIVATIONS), doc="activation of the hidden layers."),
+    Key("energy_scale", float, 1.0, "eV", "multiplies the network output (training: the RMS force)"),
+    Key("seed", int, 0, doc="folded into the init key"),
+), doc="Behler-Parrinello symmetry functions and element networks")
+DEFAULTS = TABLE.defaults()
+"""key -> default of every key but the required ``species`` (the declaration is :data:`TABLE`)."""
 
 
 def _number(name, value, *, minimum=None, integer=False):
@@ -171,14 +173,12 @@ def _explicit_list(name, entries, keys, required, defaults):
 def resolve_config(config: dict, system=None) -> dict:
     """The full configuration of a Behler-Parrinello potential, every default
     filled in and every value checked (InputError naming the problem)."""
+    check_keys(NAME, TABLE, config)
     config = dict(config)
     config.pop("kind", None)
-    unknown = set(config) - set(DEFAULTS) - {"species"}
-    if unknown:
-        raise InputError(f"unknown key(s) for potential kind '{KIND}': {', '.join(sorted(unknown))}")
     species = config.get("species")
     if not isinstance(species, (list, tuple)) or not species or not all(isinstance(s, str) for s in species):
-        raise InputError(f"potential kind '{KIND}' needs 'species', a list of element symbols such as [\"H\", \"O\"]")
+        raise InputError(f"potential kind '{NAME}' needs 'species', a list of element symbols such as [\"H\", \"O\"]")
     species_from_symbols(species)
     if len(set(species)) != len(species):
         raise InputError(f"behler_parrinello species has duplicates: {', '.join(species)}")
@@ -234,7 +234,7 @@ def resolve_config(config: dict, system=None) -> dict:
         c["atom_block"] = _number("atom_block", c["atom_block"], minimum=0, integer=True)
 
     if system is not None:
-        check_species(system, c["species"], KIND)
+        check_species(system, c["species"], NAME)
     need = _most_neighbors(system, rc) if system is not None else 0
     if c["max_neighbors"] is None:
         guess = 4.0 / 3.0 * math.pi * rc ** 3 * DENSITY_FOR_MAX_NEIGHBORS
@@ -245,7 +245,7 @@ def resolve_config(config: dict, system=None) -> dict:
         c["max_neighbors"] = _number("max_neighbors", c["max_neighbors"], minimum=1, integer=True)
         if need > c["max_neighbors"]:
             c["max_neighbors"] = _round8(1.25 * need + 4)
-    return {"kind": KIND, **c}
+    return {"kind": NAME, **c}
 
 
 def _round8(x) -> int:
@@ -260,180 +260,6 @@ def _most_neighbors(system, cutoff: float) -> int:
     i = ase_neighbor_list("i", to_ase(system), cutoff)
     return int(np.bincount(i, minlength=system.n_atoms).max()) if len(i) else 0
 
-
-def symmetry_function_parameters(config: dict):
-    """Explicit parameter arrays of a resolved config: (radial: dict of
-    (P_r,) arrays eta, r_s; angular: dict of (P_a,) arrays eta, zeta,
-    lambda, r_s, is_g4)."""
-    if isinstance(config["radial"], list):
-        eta = np.asarray([e["eta"] for e in config["radial"]], float)
-        rs = np.asarray([e["r_s"] for e in config["radial"]], float)
-    else:
-        eta, rs = radial_grid(config["radial"], config["grid_r_min"], config["grid_r_max"], config["radial_grid"])
-    radial = {"eta": eta, "r_s": rs}
-    ang = config["angular"]
-    if isinstance(ang, list):
-        angular = {k: np.asarray([e[k] for e in ang], float) for k in ("eta", "zeta", "lambda", "r_s")}
-        angular["is_g4"] = np.asarray([e["type"] == "g4" for e in ang])
-    elif ang:
-        geta, grs = radial_grid(ang, config["grid_r_min"], config["grid_r_max"], config["angular_grid"])
-        rows = [(e, z, lam, r) for e, r in zip(geta, grs) for z in config["zetas"] for lam in (-1.0, 1.0)]
-        angular = {k: np.asarray([row[m] for row in rows], float)
-                   for m, k in enumerate(("eta", "zeta", "lambda", "r_s"))}
-        angular["is_g4"] = np.full(len(rows), config["angular_type"] == "g4")
-    else:
-        angular = {k: np.zeros(0) for k in ("eta", "zeta", "lambda", "r_s")}
-        angular["is_g4"] = np.zeros(0, bool)
-    return radial, angular
-
-
-# ---------------------------------------------------------------------------
-# descriptors
-# ---------------------------------------------------------------------------
-
-def cosine_cutoff(r, rc: float):
-    """f_c(r) = 0.5 (cos(pi r / r_c) + 1) for r < r_c, else 0 (r in A)."""
-    return jnp.where(r < rc, 0.5 * (jnp.cos(jnp.pi * jnp.minimum(r, rc) / rc) + 1.0), 0.0)
-
-
-class _Descriptor:
-    """Static data of the symmetry functions of one resolved config."""
-
-    def __init__(self, config: dict):
-        self.species = list(config["species"])
-        self.n_el = len(self.species)
-        self.rc = float(config["cutoff"])
-        self.max_neighbors = int(config["max_neighbors"])
-        block = config.get("atom_block", "auto")
-        if block == "auto":
-            block = AUTO_ATOM_BLOCK["cpu" if jax.default_backend() == "cpu" else "accelerator"]
-        self.block = int(block)
-        self.table = species_index_table(self.species)
-        radial, angular = symmetry_function_parameters(config)
-        self.radial, self.angular = radial, angular
-        self.n_radial = len(radial["eta"])
-        self.n_angular = len(angular["eta"])
-        pair = np.zeros((self.n_el, self.n_el), np.int32)
-        c = 0
-        for a in range(self.n_el):
-            for b in range(a, self.n_el):
-                pair[a, b] = pair[b, a] = c
-                c += 1
-        self.n_pairs = c
-        self.pair = pair
-        self.n_features = self.n_el * self.n_radial + (self.n_pairs * self.n_angular)
-        self.tri_j, self.tri_k = np.triu_indices(self.max_neighbors, 1)
-        rkeys = sorted(set(zip(angular["eta"], angular["r_s"], angular["is_g4"])))
-        akeys = sorted(set(zip(angular["zeta"], angular["lambda"])))
-        self.angular_unique = {
-            "eta": np.asarray([k[0] for k in rkeys]), "r_s": np.asarray([k[1] for k in rkeys]),
-            "is_g4": np.asarray([k[2] for k in rkeys], bool),
-            "zeta": [k[0] for k in akeys], "lambda": [k[1] for k in akeys],
-            "ridx": np.asarray([rkeys.index(k) for k in zip(angular["eta"], angular["r_s"], angular["is_g4"])], int),
-            "aidx": np.asarray([akeys.index(k) for k in zip(angular["zeta"], angular["lambda"])], int),
-        }
-        self.jit = jax.jit(self.__call__)
-        self.batched = jax.jit(jax.vmap(self.__call__))
-
-    def _angular(self, vec, rn, fcn, eln, have):
-        """Angular features (B, C P) of a block of B atoms from their neighbor
-        rows: vectors (B, M, 3) A, lengths (B, M), f_c (B, M), neighbor
-        element indices (B, M), slot validity (B, M)."""
-        dtype = vec.dtype
-        n = vec.shape[0]
-        rc = self.rc
-        # Per triplet only what couples j and k is evaluated (the angle, r_jk);
-        # the (eta, r_s) Gaussians and f_c of r_ij and r_ik are per neighbor, and
-        # each distinct radial factor (eta, r_s, type) and angular factor
-        # (zeta, lambda) is computed once: term_p = R_{u(p)} A_{v(p)}.
-        a, b = self.tri_j, self.tri_k                                    # static (T,)
-        ang = self.angular_unique
-        gram = jnp.einsum("nmd,nkd->nmk", vec, vec)                      # (N, M, M) A^2
-        dot = gram[:, a, b]                                              # (N, T)
-        rj, rk = rn[:, a], rn[:, b]
-        rjk2 = rj * rj + rk * rk - 2.0 * dot
-        # r_jk^2 = r_ij^2 + r_ik^2 - 2 r_ij.r_ik from the Gram matrix (a batched
-        # matmul); rounding can make it <= 0 for coincident j, k: r_jk = 0 there
-        apart = rjk2 > 0
-        rjk = jnp.where(apart, jnp.sqrt(jnp.where(apart, rjk2, 1.0)), 0.0)
-        # cos theta with finite gradients for coincident atoms (r = 0)
-        den = jnp.where(rj * rk > 0, rj * rk, 1.0)
-        cos = dot / den
-        eta = jnp.asarray(ang["eta"], dtype)                             # (U_r,)
-        rs = jnp.asarray(ang["r_s"], dtype)
-        per_nbr = jnp.exp(-eta * (rn[..., None] - rs) ** 2) * fcn[..., None]   # (N, M, U_r)
-        radial = per_nbr[:, a] * per_nbr[:, b]                           # (N, T, U_r)
-        if np.any(ang["is_g4"]):
-            jk = jnp.exp(-eta * (rjk[..., None] - rs) ** 2) * cosine_cutoff(rjk, rc)[..., None]
-            radial = radial * jnp.where(jnp.asarray(ang["is_g4"]), jk, 1.0)
-        angular = []
-        for zeta, lam in zip(ang["zeta"], ang["lambda"]):
-            base = jnp.maximum(1.0 + lam * cos, 0.0)
-            power = base ** int(zeta) if float(zeta).is_integer() else base ** zeta
-            angular.append(2.0 ** (1.0 - zeta) * power)
-        angular = jnp.stack(angular, axis=-1)                            # (N, T, U_a)
-        ch = jnp.asarray(self.pair)[eln[:, a], eln[:, b]]                # (N, T)
-        w = have[:, a] & have[:, b]
-        onehot = ((ch[..., None] == jnp.arange(self.n_pairs)) & w[..., None]).astype(dtype)
-        x = (onehot[..., :, None] * radial[..., None, :]).reshape(n, -1, self.n_pairs * radial.shape[-1])
-        g = jnp.einsum("ntk,nta->nka", x, angular)                       # (N, C U_r, U_a)
-        g = g.reshape(n, self.n_pairs, radial.shape[-1], angular.shape[-1])
-        g = g[:, :, ang["ridx"], ang["aidx"]].reshape(n, self.n_pairs * self.n_angular)
-        return g
-
-    def __call__(self, positions, context: Context):
-        """(G (N, F) in the positions' dtype, neighbor counts (N,) int32)."""
-        dtype = positions.dtype
-        n = positions.shape[0]
-        rc = self.rc
-        idx = self.table[context.species]
-        real = idx >= 0
-        el = jnp.maximum(idx, 0)
-        i, j, dr, mask = pairs(positions, context, full=True)
-        r = safe_norm(dr)
-        ok = mask & real[i] & real[j] & (r < rc)
-        fc = cosine_cutoff(r, rc)
-
-        # radial: one segment sum over (centre, neighbor element)
-        eta = jnp.asarray(self.radial["eta"], dtype)
-        rs = jnp.asarray(self.radial["r_s"], dtype)
-        g2 = jnp.exp(-eta * (r[:, None] - rs) ** 2) * fc[:, None]
-        g2 = jnp.where(ok[:, None], g2, 0.0)
-        seg = jnp.where(ok, i * self.n_el + el[j], n * self.n_el)
-        rad = jax.ops.segment_sum(g2, seg, num_segments=n * self.n_el + 1)[:-1]
-        rad = rad.reshape(n, self.n_el * self.n_radial)
-        counts = jax.ops.segment_sum(ok.astype(jnp.int32), jnp.where(ok, i, n), num_segments=n + 1)[:-1]
-        if self.n_angular == 0:
-            return rad, counts
-
-        # neighbor rows: pairs within the cutoff sorted by centre, first M per atom
-        m = self.max_neighbors
-        k2 = i.shape[0]
-        order = jnp.argsort(jnp.where(ok, i, n), stable=True)
-        starts = jnp.cumsum(counts) - counts
-        slot = starts[:, None] + jnp.arange(m)[None, :]
-        have = jnp.arange(m)[None, :] < counts[:, None]                  # (N, M)
-        tab = order[jnp.minimum(slot, k2 - 1)]
-        # empty slots: a vector beyond the cutoff (f_c = 0, never of length 0)
-        dummy = jnp.asarray([2.0 * rc, 0.0, 0.0], dtype)
-        vec = jnp.where(have[..., None], dr[tab], dummy)                 # (N, M, 3)
-        rn = jnp.where(have, r[tab], 2.0 * rc)
-        fcn = jnp.where(have, fc[tab], 0.0)
-        eln = el[j[tab]]
-
-        if self.block and n > self.block:
-            # blocks of atoms, each recomputed in the backward pass
-            # (jax.checkpoint): memory ~ block x M^2 instead of N x M^2
-            nb = -(-n // self.block)
-            size = -(-n // nb)
-            pad = nb * size - n
-            rows = [jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((nb, size) + x.shape[1:])
-                    for x in (vec, rn, fcn, eln, have)]
-            g = jax.lax.map(lambda xs: jax.checkpoint(self._angular)(*xs), rows)
-            g = g.reshape(nb * size, -1)[:n]
-        else:
-            g = self._angular(vec, rn, fcn, eln, have)
-        return jnp.concatenate([rad, g], axis=1), counts
 
 
 # ---------------------------------------------------------------------------
@@ -462,8 +288,8 @@ def _descriptor_of(potential_or_config) -> _Descriptor:
     cfg = potential_or_config.config if isinstance(potential_or_config, Potential) else potential_or_config
     if cfg.get("kind") == "model":
         cfg = read_model_config(cfg["path"])["potential"]
-    if cfg.get("kind") != KIND:
-        raise InputError(f"expected a '{KIND}' potential, got kind {cfg.get('kind')!r}")
+    if cfg.get("kind") != NAME:
+        raise InputError(f"expected a '{NAME}' potential, got kind {cfg.get('kind')!r}")
     return _cached_descriptor(json.dumps(resolve_config(cfg), sort_keys=True))
 
 
@@ -547,5 +373,34 @@ def behler_parrinello_from_config(config: dict, system) -> Potential:
     def energy(params, positions, context):
         return esum(atom_energies(params, positions, context))
 
-    return Potential(energy=energy, init=init, cutoff=cfg["cutoff"], name=KIND, config=cfg,
+    return Potential(energy=energy, init=init, cutoff=cfg["cutoff"], name=NAME, config=cfg,
                      atom_energies=atom_energies)
+
+
+# ---------------------------------------------------------------------------
+# the kind: training hooks and KindSpec
+# ---------------------------------------------------------------------------
+
+def _from_data(t: dict, train) -> dict:
+    """Defaults from the training structures (``jaxpot.training.data.Labelled``):
+    the triplet capacity ``max_neighbors``, ``species`` and ``energy_scale``."""
+    t = dict(t)
+    if "max_neighbors" not in t:
+        # triplet-list capacity from the data (the dense-liquid default is far
+        # too large for clusters); MD on denser systems raises it at build time
+        rc = float(t.get("cutoff", DEFAULTS["cutoff"]))
+        most = max(int(np.bincount(np.concatenate(half_pairs(s, rc)[:2]), minlength=s.n_atoms).max())
+                   if s.n_atoms > 1 else 0 for s in train)
+        t["max_neighbors"] = int(8 * math.ceil((1.25 * most + 4) / 8))
+    return species_and_scale(t, train)
+
+
+def _fit_params(potential, params, batch):
+    """Feature standardisation of the networks from a padded batch of
+    training structures (positions A)."""
+    return standardize_from_data(potential, params, batch.positions, batch.context)
+
+
+KIND = KindSpec(name=NAME, factory=behler_parrinello_from_config, table=TABLE, learned=True,
+                padded_batches=True, from_data=_from_data, fit_params=_fit_params,
+                doc="Behler-Parrinello neural-network potential")

@@ -47,15 +47,44 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..config import Key, Table
 from ..potentials.base import Potential, check_species, esum, pairs, species_index_table
+from ..potentials.registry import KindSpec, check_keys
 from ..system import InputError, species_from_symbols
+from .data_defaults import half_pairs, species_and_scale
 from .mace import MACE
 from .nequip import NequIP
 
-COMMON_DEFAULTS = dict(cutoff=5.0, channels=32, l_max=2, n_basis=8, envelope_exponent=6,
-                       radial_hidden=64, avg_num_neighbors=10.0, energy_scale=1.0, seed=0)
-NEQUIP_DEFAULTS = dict(COMMON_DEFAULTS, layers=3, radial_layers=2)
-MACE_DEFAULTS = dict(COMMON_DEFAULTS, layers=2, radial_layers=3, correlation=3, readout_hidden=16)
+# the keys of both kinds, in the order of the resolved configuration ("layers"
+# and "radial_layers" differ: declared per kind below)
+_COMMON_KEYS = (
+    Key("species", list, doc="elements (training: the data's)"),
+    Key("cutoff", float, 5.0, "A", "graph cutoff"),
+    Key("channels", int, 32, doc="multiplicity of every l in the hidden features"),
+    Key("l_max", int, 2, doc="largest l of the spherical harmonics and hidden features, 1..4"),
+    Key("n_basis", int, 8, doc="Bessel radial functions"),
+    Key("envelope_exponent", int, 6, doc="p of the polynomial envelope, >= 2"),
+    Key("radial_hidden", int, 64, doc="neurons per hidden layer of the radial MLP"),
+    Key("avg_num_neighbors", float, 10.0, doc="messages are divided by it (training: the data's mean)"),
+    Key("energy_scale", float, 1.0, "eV", "multiplies every atomic energy (training: the RMS force)"),
+    Key("seed", int, 0, doc="folded into the init key"),
+)
+NEQUIP_TABLE = Table("[potential] kind = 'nequip'", _COMMON_KEYS + (
+    Key("layers", int, 3, doc="interaction blocks"),
+    Key("radial_layers", int, 2, doc="hidden layers of the radial MLP"),
+), doc="NequIP message passing")
+MACE_TABLE = Table("[potential] kind = 'mace'", _COMMON_KEYS + (
+    Key("layers", int, 2, doc="interaction blocks"),
+    Key("radial_layers", int, 3, doc="hidden layers of the radial MLP"),
+    Key("correlation", int, 3, doc="body order minus one, 1..4"),
+    Key("readout_hidden", int, 16, doc="neurons of the last readout MLP"),
+), doc="MACE higher-order message passing")
+TABLES = {"nequip": NEQUIP_TABLE, "mace": MACE_TABLE}
+
+COMMON_DEFAULTS = Table("common", _COMMON_KEYS).defaults()
+NEQUIP_DEFAULTS = NEQUIP_TABLE.defaults()
+MACE_DEFAULTS = MACE_TABLE.defaults()
+"""key -> default of every key but the required ``species`` (declared in :data:`MACE_TABLE`)."""
 
 MIN_EDGE_LENGTH = 1e-6   # A; coincident atoms are not neighbours (direction undefined)
 
@@ -83,12 +112,9 @@ def resolve_config(kind: str, config: dict) -> dict:
     """The configuration with every default filled in (InputError on unknown
     keys, missing species, bad values)."""
     defaults = NEQUIP_DEFAULTS if kind == "nequip" else MACE_DEFAULTS
+    check_keys(kind, TABLES[kind], config)
     cfg = dict(config)
     cfg.pop("kind", None)
-    unknown = set(cfg) - set(defaults) - {"species"}
-    if unknown:
-        raise InputError(f"unknown key(s) for potential kind {kind!r}: {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(set(defaults) | {'species'}))})")
     species = cfg.get("species")
     if not isinstance(species, (list, tuple)) or not species or not all(isinstance(s, str) for s in species):
         raise InputError(f"{kind} needs 'species', a non-empty list of element symbols, e.g. [\"H\", \"O\"]")
@@ -213,3 +239,28 @@ def mace_from_config(config: dict, system) -> Potential:
     """Potential kind "mace": MACE higher-order message passing (see the
     module docstring for keys and defaults; energies eV, lengths A)."""
     return _equivariant_potential("mace", config, system)
+
+
+# ---------------------------------------------------------------------------
+# the kinds: training hooks and KindSpecs
+# ---------------------------------------------------------------------------
+
+def _from_data(defaults: dict):
+    def from_data(t: dict, train) -> dict:
+        """Defaults from the training structures (``jaxpot.training.data.Labelled``):
+        ``avg_num_neighbors`` within the cutoff, ``species``, ``energy_scale``."""
+        t = dict(t)
+        if "avg_num_neighbors" not in t:
+            # messages are divided by the mean neighbor count of the training data (as MACE does)
+            rc = float(t.get("cutoff", defaults["cutoff"]))
+            pairs_total = sum(2 * len(half_pairs(s, rc)[0]) for s in train)
+            t["avg_num_neighbors"] = float(max(pairs_total / sum(s.n_atoms for s in train), 1.0))
+        return species_and_scale(t, train)
+    return from_data
+
+
+NEQUIP_KIND = KindSpec(name="nequip", factory=nequip_from_config, table=NEQUIP_TABLE, learned=True,
+                       padded_batches=True, from_data=_from_data(NEQUIP_DEFAULTS), doc="NequIP message passing")
+MACE_KIND = KindSpec(name="mace", factory=mace_from_config, table=MACE_TABLE, learned=True,
+                     padded_batches=True, from_data=_from_data(MACE_DEFAULTS),
+                     doc="MACE higher-order message passing")

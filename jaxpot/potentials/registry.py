@@ -11,7 +11,8 @@ Contract of the hooks (all optional, metal units):
 - ``factory(config, system) -> Potential``: build the potential from a
   ``[potential]`` table (``config`` includes ``kind``).
 - ``table``: the :class:`~jaxpot.config.Table` of the kind's keys, for the
-  reference docs and strict checks (``None`` while the factory checks them).
+  reference docs (``docs/gen_tables.py``) and strict checks
+  (:func:`check_keys`; ``None`` while the factory checks them itself).
 - ``learned``: the kind has parameters that ``jaxpot train`` fits with
   gradients (``init(key, system)`` gives random ones).
 - ``padded_batches``: its energy accepts padded batches of structures
@@ -26,6 +27,7 @@ Contract of the hooks (all optional, metal units):
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -47,6 +49,26 @@ class KindSpec:
     doc: str = ""
 
 
+def check_keys(kind: str, table, config: dict, *, inapplicable: dict | None = None) -> None:
+    """Check the keys of a ``[potential]`` table of ``kind`` (``kind`` itself
+    left out) against the kind's :class:`~jaxpot.config.Table`: InputError for
+    an unknown key (naming the kind, the key and the allowed keys), for a key
+    that does not apply here (``inapplicable``: key -> reason; see
+    :meth:`Table.check_known`) and for a value of the wrong type
+    (:meth:`Key.validate` without coercion: ``true`` is not a number, 2.5 not
+    an integer, ``"0.5"`` not a number). Only types are checked here: the
+    values (ranges, choices) stay the kind's own checks, and nothing is
+    filled in or converted."""
+    given = {k: v for k, v in config.items() if k != "kind"}
+    unknown = sorted(k for k in given if k not in table)
+    if unknown:
+        raise InputError(f"unknown key(s) for potential kind {kind!r}: {', '.join(unknown)} "
+                         f"(allowed: {', '.join(table.names)})")
+    table.check_known(given, inapplicable=inapplicable)
+    for name, value in given.items():
+        dataclasses.replace(table[name], choices=None, check=None).validate(value, f"potential kind {kind!r}:")
+
+
 # kind -> "module:attribute", the attribute being a KindSpec or (for kinds not yet
 # declared as specs) the factory itself. The only place that lists the kinds.
 _ENTRIES = {
@@ -54,14 +76,14 @@ _ENTRIES = {
     "harmonic": "jaxpot.potentials.classical:harmonic_from_config",
     "qtip4pf": "jaxpot.potentials.water:qtip4pf_from_config",
     "spcfw": "jaxpot.potentials.water:spcfw_from_config",
-    "atomic_energies": "jaxpot.potentials.saved:atomic_energies_from_config",
-    "model": "jaxpot.potentials.saved:model_from_config",
+    "atomic_energies": "jaxpot.potentials.saved:ATOMIC_ENERGIES_KIND",
+    "model": "jaxpot.potentials.saved:MODEL_KIND",
     "gaussian_electrostatics": "jaxpot.potentials.electrostatics:gaussian_electrostatics_from_config",
-    "behler_parrinello": "jaxpot.potentials.behler_parrinello:behler_parrinello_from_config",
-    "nequip": "jaxpot.potentials.equivariant:nequip_from_config",
-    "mace": "jaxpot.potentials.equivariant:mace_from_config",
-    "kernel": "jaxpot.potentials.kernels:kernel_from_config",
-    "openmm": "jaxpot.interop.openmm:openmm_from_config",
+    "behler_parrinello": "jaxpot.ml.behler_parrinello:KIND",
+    "nequip": "jaxpot.ml.equivariant:NEQUIP_KIND",
+    "mace": "jaxpot.ml.equivariant:MACE_KIND",
+    "kernel": "jaxpot.kernels.kind:KIND",
+    "openmm": "jaxpot.interop.openmm.kind:KIND",
 }
 COMPOSITE = "sum"
 """The kind that adds other kinds (``terms = [...]``); handled by :func:`build_potential`."""

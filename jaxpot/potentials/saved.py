@@ -1,6 +1,6 @@
 """Model directories and per-element reference energies.
 
-A model directory (written by ``jaxpot train``; ../shared/API.md) holds
+A model directory (written by ``jaxpot train``; docs/outputs.md) holds
 - ``model.toml``: ``[potential]``, the full configuration of the potential
   (any kind, sums included: a Delta-learning baseline + ML model is one
   table), plus ``[model]`` metadata (species, cutoff, units, jaxpot version);
@@ -20,11 +20,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from ..config import Key, Table
 from ..system import InputError
+from ..tomlio import read_toml, write_toml
 from .base import Potential, check_species, esum, species_index_table
+from .registry import KindSpec, check_keys
 
 MODEL_FILE = "model.toml"
 PARAMS_FILE = "params.msgpack"
+
+MODEL_TABLE = Table("[potential] kind = 'model'", (
+    Key("path", str, doc="a model directory written by jaxpot train (model.toml, params.msgpack)"),
+), doc="a trained model directory")
+ATOMIC_ENERGIES_TABLE = Table("[potential] kind = 'atomic_energies'", (
+    Key("energies", dict, unit="eV", doc="reference energy per element, e.g. {H = -13.6, O = -432.0}; "
+                                         "E = sum over atoms (trainable)"),
+), doc="per-element reference energies")
 
 
 def save_model(directory, potential_config: dict, params, metadata: dict | None = None) -> Path:
@@ -32,14 +43,13 @@ def save_model(directory, potential_config: dict, params, metadata: dict | None 
 
     ``potential_config`` must rebuild the same potential with
     :func:`jaxpot.potentials.build_potential`; ``params`` its parameters."""
-    from .. import io
     from .. import __version__
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"jaxpot_version": __version__, "units": "metal (eV, A, fs, amu, K, e)"}
     meta.update(metadata or {})
-    io.write_toml(directory / MODEL_FILE, {"model": meta, "potential": potential_config})
+    write_toml(directory / MODEL_FILE, {"model": meta, "potential": potential_config})
     state = serialization.to_state_dict(jax.tree_util.tree_map(np.asarray, params))
     (directory / PARAMS_FILE).write_bytes(serialization.msgpack_serialize(state))
     return directory
@@ -47,13 +57,11 @@ def save_model(directory, potential_config: dict, params, metadata: dict | None 
 
 def read_model_config(directory) -> dict:
     """The parsed ``model.toml`` of a model directory."""
-    from .. import io
-
     directory = Path(directory)
     f = directory / MODEL_FILE
     if not f.is_file():
         raise InputError(f"{directory} is not a jaxpot model directory (no {MODEL_FILE})")
-    data = io.read_toml(f)
+    data = read_toml(f)
     if "potential" not in data:
         raise InputError(f"{f} has no [potential] table")
     return data
@@ -82,9 +90,7 @@ def model_from_config(config: dict, system) -> Potential:
     """``kind = "model", path = "runs/fit/model"``: a trained model directory."""
     from . import build_potential
 
-    unknown = set(config) - {"kind", "path"}
-    if unknown:
-        raise InputError(f"unknown key(s) for potential kind 'model': {', '.join(sorted(unknown))}")
+    check_keys("model", MODEL_TABLE, config)
     if "path" not in config:
         raise InputError("potential kind 'model' needs 'path' (a model directory)")
     path = Path(config["path"]).expanduser()
@@ -103,9 +109,7 @@ def atomic_energies_from_config(config: dict, system) -> Potential:
     """``kind = "atomic_energies", energies = {H = -13.6, O = -432.0}`` (eV):
     E = sum_i E0[element_i], the per-element reference energies of ML
     models (trainable; fitted by least squares before training)."""
-    unknown = set(config) - {"kind", "energies"}
-    if unknown:
-        raise InputError(f"unknown key(s) for potential kind 'atomic_energies': {', '.join(sorted(unknown))}")
+    check_keys("atomic_energies", ATOMIC_ENERGIES_TABLE, config)
     energies = config.get("energies")
     if not isinstance(energies, dict) or not energies:
         raise InputError("potential kind 'atomic_energies' needs a table 'energies' (element -> eV)")
@@ -127,3 +131,9 @@ def atomic_energies_from_config(config: dict, system) -> Potential:
 
     return Potential(energy=energy, init=init, cutoff=0.0, name="atomic_energies", atom_energies=atom_energies,
                      config={"kind": "atomic_energies", "energies": {s: float(v) for s, v in zip(symbols, e0)}})
+
+
+MODEL_KIND = KindSpec(name="model", factory=model_from_config, table=MODEL_TABLE, doc="a trained model directory")
+ATOMIC_ENERGIES_KIND = KindSpec(name="atomic_energies", factory=atomic_energies_from_config,
+                                table=ATOMIC_ENERGIES_TABLE, learned=True, padded_batches=True,
+                                doc="per-element reference energies")

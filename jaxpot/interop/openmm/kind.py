@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...config import Key, Table
 from ...potentials.base import Potential
+from ...potentials.registry import KindSpec, check_keys
 from ...system import InputError, System
 from .importer import potential_from_openmm
-from .system_io import build_openmm_system, load_openmm_system, openmm_masses
+from .system_io import NONBONDED_METHODS, build_openmm_system, load_openmm_system, openmm_masses
 
-CONFIG_KEYS = ("system", "pdb", "forcefield", "nonbonded_method", "cutoff", "ewald_error_tolerance",
-               "switch_distance", "dispersion_correction", "check_masses", "imported")
-# "imported": what the import found (terms, alpha, grid, ...): written into the
-# resolved configuration for the record, accepted and recomputed on re-reading.
-CONFIG_DEFAULTS = {"cutoff": 10.0, "ewald_error_tolerance": 5e-4, "check_masses": True}
+TABLE = Table("[potential] kind = 'openmm'", (
+    Key("system", str, None, doc="a System serialized by openmm.XmlSerializer (or pdb + forcefield)"),
+    Key("pdb", str, None, doc="a PDB file; the structure must list its atoms in the same order"),
+    Key("forcefield", (str, list), None, doc="OpenMM force-field XML files, e.g. [\"amber14-all.xml\", "
+                                             "\"amber14/tip3p.xml\"] (with pdb)"),
+    Key("nonbonded_method", str, None, choices=NONBONDED_METHODS,
+        doc="with pdb; auto: PME for a periodic structure, NoCutoff otherwise."),
+    Key("cutoff", float, 10.0, "A", "nonbonded cutoff (with pdb)"),
+    Key("ewald_error_tolerance", float, 5e-4, doc="OpenMM's Ewald/PME tolerance (with pdb)"),
+    Key("switch_distance", float, None, "A", "LJ switch, in [0, cutoff) (with pdb)"),
+    Key("dispersion_correction", bool, None, doc="(with pdb) auto: the force field's"),
+    Key("check_masses", bool, True, doc="the structure's masses must match the System's within 0.01 amu"),
+    # what the import found (terms, alpha, grid, ...): written into the resolved
+    # configuration for the record, accepted and recomputed on re-reading
+    Key("imported", dict, None, doc="written by jaxpot into the resolved configuration (a record of the import); "
+                                    "recomputed on reading"),
+), doc="an OpenMM System's force field")
+CONFIG_KEYS = TABLE.names
+CONFIG_DEFAULTS = {k: v for k, v in TABLE.defaults().items() if v is not None}
 
 
 def openmm_from_config(config: dict, system: System) -> Potential:
@@ -35,11 +51,9 @@ def openmm_from_config(config: dict, system: System) -> Potential:
     within 0.01 amu, because the MD driver integrates with the structure's
     masses. The resolved config records the mapping (see
     :func:`potential_from_openmm`)."""
+    check_keys("openmm", TABLE, config)
     config = dict(config)
     config.pop("kind", None)
-    unknown = set(config) - set(CONFIG_KEYS)
-    if unknown:
-        raise InputError(f"unknown key(s) for potential kind 'openmm': {', '.join(sorted(unknown))}")
     has_xml, has_pdb = "system" in config, ("pdb" in config or "forcefield" in config)
     if has_xml == has_pdb:
         raise InputError("potential kind 'openmm' needs either system = 'system.xml' or pdb + forcefield")
@@ -106,3 +120,7 @@ def openmm_from_config(config: dict, system: System) -> Potential:
 def _with_config(pot, cfg):
     from dataclasses import replace
     return replace(pot, config=cfg)
+
+
+KIND = KindSpec(name="openmm", factory=openmm_from_config, table=TABLE,
+                doc="an OpenMM System's force field (needs the openmm package)")
