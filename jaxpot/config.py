@@ -172,6 +172,9 @@ class Table:
         rows = ["| key | type | default | unit | meaning |", "|---|---|---|---|---|"]
         for k in self.keys:
             default = "required" if k.default is REQUIRED else ("auto" if k.default is None else repr(k.default))
-            meaning = k.doc + (f" One of: {', '.join(f'`{c}`' for c in k.choices)}." if k.choices else "")
+            meaning = k.doc.rstrip()
+            if k.choices:
+                sep = " " if not meaning or meaning.endswith(".") else ". "
+                meaning += f"{sep}One of: {', '.join(f'`{c}`' for c in k.choices)}."
             rows.append(f"| `{k.name}` | {_type_name(k.type).replace('a ', '').replace('an ', '')} | `{default}` | {k.unit} | {meaning} |")
         return "\n".join(rows)
