@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..partition.host import half_pairs  # noqa: F401  (the from_data hooks count neighbors with it)
+
 
 def dataset_species(structures) -> list[str]:
     """Element symbols present, ordered by atomic number."""
@@ -20,18 +22,6 @@ def dataset_species(structures) -> list[str]:
 
     zs = sorted(set(int(z) for s in structures for z in s.numbers))
     return [chemical_symbols[z] for z in zs]
-
-
-def half_pairs(s, cutoff: float):
-    """Half neighbor list (i, j, shifts) within ``cutoff`` A, every periodic
-    image included: each pair once, r_ij = x_j - x_i + shift @ cell."""
-    from ase.neighborlist import primitive_neighbor_list
-
-    pbc = np.array([s.pbc] * 3)
-    cell = s.cell if s.pbc else np.eye(3) * (np.ptp(s.positions, axis=0).max() + 2 * cutoff + 1.0)
-    i, j, S = primitive_neighbor_list("ijS", pbc, cell, s.positions, cutoff, self_interaction=False)
-    keep = (i < j) | ((i == j) & ((S[:, 0] > 0) | ((S[:, 0] == 0) & ((S[:, 1] > 0) | ((S[:, 1] == 0) & (S[:, 2] > 0))))))
-    return i[keep], j[keep], S[keep]
 
 
 def species_and_scale(t: dict, train) -> dict:

@@ -25,7 +25,9 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from ..ml.data_defaults import dataset_species  # noqa: F401  (re-exported)
 from ..neighbors import NeighborList
+from ..partition.host import half_pairs
 from ..potentials.base import Context
 from ..system import InputError
 
@@ -162,18 +164,6 @@ def split_indices(n: int, validation_fraction: float, seed: int):
     if n - n_val < 1:
         raise InputError(f"{n} structures are too few to split off a validation set")
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def half_pairs(s: Labelled, cutoff: float):
-    """Half neighbor list (i, j, shifts) within ``cutoff`` A, every periodic
-    image included: each pair once, r_ij = x_j - x_i + shift @ cell."""
-    from ase.neighborlist import primitive_neighbor_list
-
-    pbc = np.array([s.pbc] * 3)
-    cell = s.cell if s.pbc else np.eye(3) * (np.ptp(s.positions, axis=0).max() + 2 * cutoff + 1.0)
-    i, j, S = primitive_neighbor_list("ijS", pbc, cell, s.positions, cutoff, self_interaction=False)
-    keep = (i < j) | ((i == j) & ((S[:, 0] > 0) | ((S[:, 0] == 0) & ((S[:, 1] > 0) | ((S[:, 1] == 0) & (S[:, 2] > 0))))))
-    return i[keep], j[keep], S[keep]
 
 
 def structure_pairs(s: Labelled, cutoff: float, cache: dict | None = None):
@@ -403,14 +393,6 @@ def fit_atomic_energies(structures: list[Labelled], symbols) -> dict:
     e = np.asarray([s.energy for s in structures])
     sol, *_ = np.linalg.lstsq(a, e, rcond=None)
     return {s: float(v) for s, v in zip(symbols, sol)}
-
-
-def dataset_species(structures: list[Labelled]) -> list[str]:
-    """Element symbols present, ordered by atomic number."""
-    from ase.data import chemical_symbols
-
-    zs = sorted(set(int(z) for s in structures for z in s.numbers))
-    return [chemical_symbols[z] for z in zs]
 
 
 def shipped_data(name: str = "water_clusters.extxyz") -> Path:
