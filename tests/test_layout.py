@@ -38,8 +38,10 @@ LAYERS = {
     "jaxpot.ml": 3.5, "jaxpot.potentials.behler_parrinello": 3.5, "jaxpot.potentials.equivariant": 3.5,
     "jaxpot.kernels": 3.5, "jaxpot.potentials.kernels": 3.5,
     "jaxpot.potentials.saved": 3.5,
-    # L4 assembly
-    "jaxpot.assembly": 4, "jaxpot.build": 4, "jaxpot.io": 4,
+    # prepare() needs only L0-L2 (the registry finds kinds at run time), so kinds may call it
+    "jaxpot.assembly": 2,
+    # L4 builders and files
+    "jaxpot.build": 4, "jaxpot.io": 4, "jaxpot.tomlio": 0,
     # L5 drivers and bridges
     "jaxpot.simulate": 5, "jaxpot.training": 5, "jaxpot.interop": 5,
     # L6 entry points

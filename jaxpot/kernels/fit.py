@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..neighbors import neighbor_list
-from ..potentials import build_potential
+from ..assembly import prepare
 from ..potentials.base import Context
 from ..system import InputError, from_ase, species_from_symbols
 from .featurize import compute_descriptors, descriptor_fn, pad_structures
@@ -64,12 +63,8 @@ def potential_energies(config: dict, atoms_list):
         system = from_ase(at)
         key = (tuple(at.numbers), tuple(at.pbc), tuple(np.round(at.cell.array, 8).ravel()))
         if key not in cache:
-            pot = build_potential(dict(config), system)
-            params = pot.init(jax.random.PRNGKey(0), system)
-            nbr = None
-            if pot.cutoff > 0:
-                nbr = neighbor_list(pot.cutoff, np.asarray(system.cell), system.periodic, skin=0.0,
-                                    images=pot.neighbor_images)
+            prep = prepare(dict(config), system, skin=0.0, layout="pairs", cast=False, allocate=False)
+            pot, params, nbr = prep.potential, prep.params, prep.neighbor_fns
             cache[key] = (pot, params, nbr, jax.jit(pot.energy))
             resolved = resolved or pot.config
         pot, params, nbr, efn = cache[key]
