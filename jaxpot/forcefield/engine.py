@@ -10,7 +10,7 @@ Units (metal): positions and lengths A, energies eV, charges e.
 Conventions follow OpenMM (NonbondedForce exceptions for 1-4 pairs, its LJ
 switch and dispersion correction); the term formulas and their sources are
 in :mod:`.bonded` and :mod:`.nonbonded`; Coulomb goes through
-:mod:`jaxpot.potentials.electrostatics`.
+:mod:`jaxpot.electrostatics`.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from ..system import InputError
 from ..partition import CLUSTERS, cluster_pair_sum, gather_slots
 from ..partition.exclusions import exclusion_lookup
 from ..potentials.base import Potential, esum, pairs, safe_norm
-from ..potentials.electrostatics import make_coulomb
+from ..electrostatics import make_coulomb
 from .bonded import (angle_values, bond_lengths, cmap_energy, dihedral_values, harmonic_angle_energy,
                      harmonic_bond_energy, harmonic_improper_energy, periodic_torsion_energy,
                      quartic_morse_bond_energy)
@@ -251,7 +251,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         cutoff nor lj_cutoff, every pair is summed and no neighbor list is
         used (LJ without cutoff unless lj_cutoff is given).
     coulomb: "direct" (all pairs, no cutoff, clusters), "cutoff", "ewald", "pme"
-        (through :func:`jaxpot.potentials.electrostatics.make_coulomb`), or
+        (through :func:`jaxpot.electrostatics.make_coulomb`), or
         None for no electrostatics.
     lj_cutoff (A): LJ cutoff (default ``cutoff``; None with "direct" means
         no LJ cutoff). switch_distance (A): OpenMM switch between it and the
