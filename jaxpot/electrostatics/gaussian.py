@@ -8,7 +8,9 @@ a ``[potential]`` table; its docstring lists the energy (Ghasemi et al., PRB
 unit and default, and the trainable parameters. Clusters use dense all-pairs
 sums (:func:`jaxpot.electrostatics.pair._cluster_pair_sum`), periodic cells
 Ewald/PME (:mod:`.coulomb`); QEq solvers are in :mod:`.qeq`, the Yukawa
-term in :mod:`.yukawa`.
+term in :mod:`.yukawa`. The kind's ``[potential]`` keys are declared in
+:data:`GAUSSIAN_ELECTROSTATICS_TABLE` (defaults from :data:`GE_DEFAULTS`),
+its registry entry in :data:`GAUSSIAN_ELECTROSTATICS_KIND`.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..config import Key, Table
 from ..potentials.base import Potential, check_species, esum, pairs, safe_norm, species_index_table
+from ..potentials.registry import KindSpec
 from ..system import InputError, check_choice
 from ..units import KE
 from .coulomb import make_coulomb
@@ -31,11 +35,48 @@ CHARGE_MODELS = ("fixed", "qeq")
 GE_COULOMB_METHODS = ("auto", "direct", "ewald", "pme")
 QEQ_SOLVERS = ("dense", "cg")
 _GE_TABLES = ("charges", "widths", "electronegativity", "hardness", "yukawa_z", "yukawa_beta")
-_GE_KEYS = ("kind", "species", "charge_model", "total_charge", "yukawa_combination", "cutoff",
-            "switch_width", "coulomb", "accuracy", "pme_order", "neutralize", "qeq_solver", "cg_tol",
-            "cg_maxiter") + _GE_TABLES
 _QEQ_ONLY = ("electronegativity", "hardness", "qeq_solver", "cg_tol", "cg_maxiter")
 _AUTO_PME_ATOMS = 1000       # coulomb = "auto": PME from this many atoms on
+
+GE_DEFAULTS = dict(species=None, charge_model="fixed", charges=None, widths=None, electronegativity=None,
+                   hardness=None, total_charge=0.0, yukawa_z=None, yukawa_beta=None,
+                   yukawa_combination="arithmetic", cutoff=8.0, switch_width=1.0, coulomb="auto", accuracy=1e-5,
+                   pme_order=5, neutralize=False, qeq_solver="dense", cg_tol=1e-10, cg_maxiter=1000)
+"""Defaults of kind "gaussian_electrostatics" (None: absent, or set by the charge
+model; see :func:`gaussian_electrostatics_from_config`)."""
+
+GAUSSIAN_ELECTROSTATICS_TABLE = Table("[potential] kind = 'gaussian_electrostatics'", (
+    Key("species", (list, tuple), GE_DEFAULTS["species"], "", "element symbols (auto: those the tables name)"),
+    Key("charge_model", str, GE_DEFAULTS["charge_model"], "", "fixed charges or charge equilibration.",
+        choices=CHARGE_MODELS),
+    Key("charges", (dict, str), GE_DEFAULTS["charges"], "e",
+        "fixed only, required: element -> charge, or \"input\" (the structure's per-atom charges)"),
+    Key("widths", dict, GE_DEFAULTS["widths"], "A",
+        "element -> Gaussian width (fixed: default 0, point charges; qeq: required, > 0)"),
+    Key("electronegativity", dict, GE_DEFAULTS["electronegativity"], "eV/e", "qeq only, required: element -> chi"),
+    Key("hardness", dict, GE_DEFAULTS["hardness"], "eV/e^2", "qeq only, required: element -> J (>= 0)"),
+    Key("total_charge", float, GE_DEFAULTS["total_charge"], "e",
+        "total charge (qeq constraint; fixed per-element charges are shifted to it when given)"),
+    Key("yukawa_z", dict, GE_DEFAULTS["yukawa_z"], "e", "element -> Yukawa core charge Z (default 0: no term)"),
+    Key("yukawa_beta", dict, GE_DEFAULTS["yukawa_beta"], "1/A",
+        "element -> Yukawa screening beta > 0 (required when some Z != 0, else 1.0)"),
+    Key("yukawa_combination", str, GE_DEFAULTS["yukawa_combination"], "", "how beta_A and beta_B combine.",
+        choices=YUKAWA_COMBINATIONS),
+    Key("cutoff", float, GE_DEFAULTS["cutoff"], "A", "Yukawa cutoff and Ewald/PME real-space cutoff"),
+    Key("switch_width", float, GE_DEFAULTS["switch_width"], "A", "width of the Yukawa switch (<= cutoff)"),
+    Key("coulomb", str, GE_DEFAULTS["coulomb"], "",
+        "auto: direct for clusters, ewald for periodic cells below 1000 atoms, pme above.",
+        choices=GE_COULOMB_METHODS),
+    Key("accuracy", float, GE_DEFAULTS["accuracy"], "", "Ewald/PME relative accuracy"),
+    Key("pme_order", int, GE_DEFAULTS["pme_order"], "", "PME B-spline order (3 to 12)"),
+    Key("neutralize", bool, GE_DEFAULTS["neutralize"], "",
+        "add a uniform neutralising background to charged periodic cells (else rejected)"),
+    Key("qeq_solver", str, GE_DEFAULTS["qeq_solver"], "", "qeq only: dense solve or conjugate gradients.",
+        choices=QEQ_SOLVERS),
+    Key("cg_tol", float, GE_DEFAULTS["cg_tol"], "", "qeq only: relative residual of the cg solver"),
+    Key("cg_maxiter", int, GE_DEFAULTS["cg_maxiter"], "", "qeq only: most cg iterations"),
+), doc="Gaussian charges (fixed or charge-equilibrated) plus a Yukawa core-core repulsion.")
+_GE_KEYS = ("kind",) + GAUSSIAN_ELECTROSTATICS_TABLE.names
 
 
 def _ge_table(name, value, species, unit, check=None):
@@ -175,14 +216,15 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
     from ase.data import atomic_numbers
 
     name = "gaussian_electrostatics"
-    if electronegativity_fn is not None and config.get("charge_model", "fixed") != "qeq":
+    if electronegativity_fn is not None and config.get("charge_model", GE_DEFAULTS["charge_model"]) != "qeq":
         raise InputError("gaussian_electrostatics: electronegativity_fn needs charge_model 'qeq'")
     config = dict(config)
     config.pop("kind", None)
-    unknown = set(config) - set(_GE_KEYS)
-    if unknown:
-        raise InputError(f"unknown key(s) for potential kind {name!r}: {', '.join(sorted(unknown))}")
-    model = config.get("charge_model", "fixed")
+    keys = GAUSSIAN_ELECTROSTATICS_TABLE
+    keys.check_known(config)
+    for key, value in config.items():
+        keys[key].validate(value, keys.name)
+    model = config.get("charge_model", GE_DEFAULTS["charge_model"])
     check_choice("charge_model", model, CHARGE_MODELS)
     charges_cfg = config.get("charges")
     if model == "fixed":
@@ -251,7 +293,7 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
     if model == "fixed" and "total_charge" in config:
         if input_charges:
             raise InputError("gaussian_electrostatics: total_charge does not apply to charges = \"input\"")
-        fixed_total = _ge_number(config, "total_charge", 0.0, "e", positive=False)
+        fixed_total = _ge_number(config, "total_charge", GE_DEFAULTS["total_charge"], "e", positive=False)
     if model == "qeq":
         chi = _ge_table("electronegativity", config["electronegativity"], species, "eV/e")
         hard = _ge_table("hardness", config["hardness"], species, "eV/e^2", lambda s, v: None)
@@ -259,7 +301,7 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
         if bad:
             raise InputError(f"gaussian_electrostatics hardness of {', '.join(bad)} is negative: the QEq "
                              "matrix can then be indefinite or singular (use hardness >= 0 eV/e^2)")
-        total_charge = _ge_number(config, "total_charge", 0.0, "e", positive=False)
+        total_charge = _ge_number(config, "total_charge", GE_DEFAULTS["total_charge"], "e", positive=False)
     if "yukawa_z" in config:
         yz = _ge_table("yukawa_z", config["yukawa_z"], species, "e")
     else:
@@ -271,31 +313,31 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
         raise InputError("gaussian_electrostatics: yukawa_z is given but yukawa_beta (1/A, per element) is not")
     else:
         yb = np.ones(n_el)
-    rule = config.get("yukawa_combination", "arithmetic")
+    rule = config.get("yukawa_combination", GE_DEFAULTS["yukawa_combination"])
     check_choice("yukawa_combination", rule, YUKAWA_COMBINATIONS)
-    cutoff = _ge_number(config, "cutoff", 8.0, "A")
-    switch_width = _ge_number(config, "switch_width", 1.0, "A")
+    cutoff = _ge_number(config, "cutoff", GE_DEFAULTS["cutoff"], "A")
+    switch_width = _ge_number(config, "switch_width", GE_DEFAULTS["switch_width"], "A")
     if switch_width > cutoff:
         raise InputError(f"gaussian_electrostatics switch_width ({switch_width} A) exceeds the cutoff ({cutoff} A)")
-    accuracy = _ge_number(config, "accuracy", 1e-5, "relative")
+    accuracy = _ge_number(config, "accuracy", GE_DEFAULTS["accuracy"], "relative")
     _check_accuracy(accuracy)
-    order = config.get("pme_order", 5)
+    order = config.get("pme_order", GE_DEFAULTS["pme_order"])
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 3 <= int(order) <= 12:
         raise InputError(f"gaussian_electrostatics pme_order must be an integer from 3 to 12, got {order!r}")
     order = int(order)
-    neutralize = config.get("neutralize", False)
+    neutralize = config.get("neutralize", GE_DEFAULTS["neutralize"])
     if not isinstance(neutralize, bool):
         raise InputError(f"gaussian_electrostatics neutralize must be true or false, got {neutralize!r}")
-    solver = config.get("qeq_solver", "dense")
+    solver = config.get("qeq_solver", GE_DEFAULTS["qeq_solver"])
     check_choice("qeq_solver", solver, QEQ_SOLVERS)
-    cg_tol = _ge_number(config, "cg_tol", 1e-10, "relative residual")
-    cg_maxiter = config.get("cg_maxiter", 1000)
+    cg_tol = _ge_number(config, "cg_tol", GE_DEFAULTS["cg_tol"], "relative residual")
+    cg_maxiter = config.get("cg_maxiter", GE_DEFAULTS["cg_maxiter"])
     if isinstance(cg_maxiter, bool) or not isinstance(cg_maxiter, (int, np.integer)) or cg_maxiter < 1:
         raise InputError(f"gaussian_electrostatics cg_maxiter must be a positive integer, got {cg_maxiter!r}")
     cg_maxiter = int(cg_maxiter)
 
     # geometry: cluster or fully periodic cell
-    method = config.get("coulomb", "auto")
+    method = config.get("coulomb", GE_DEFAULTS["coulomb"])
     check_choice("coulomb method", method, GE_COULOMB_METHODS)
     periodic = False
     if system is not None:
@@ -464,3 +506,8 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
                         qeq_solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter)
     return Potential(energy=energy, init=init, cutoff=0.0 if method == "direct" else cutoff, name=name,
                      charges=charges, config=resolved)
+
+
+GAUSSIAN_ELECTROSTATICS_KIND = KindSpec(name="gaussian_electrostatics", factory=gaussian_electrostatics_from_config,
+                                        table=GAUSSIAN_ELECTROSTATICS_TABLE, padded_batches=True,
+                                        doc=GAUSSIAN_ELECTROSTATICS_TABLE.doc)

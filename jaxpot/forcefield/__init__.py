@@ -11,8 +11,10 @@ from .bonded import (angle_values, bond_lengths, cmap_energy, cmap_grid_from_ope
                      wrap_angle)
 from .nonbonded import (DISPERSION_COUNTINGS, combine_lj, dispersion_correction_energy, lj_energy,  # noqa: F401
                         nbfix_from_ab, switch_function)
-from .exclusions_compat import exclusion_bitmask, excluded_pairs_lookup, exclusion_lookup  # noqa: F401
+from ..partition.exclusions import exclusion_bitmask, excluded_pairs_lookup, exclusion_lookup  # noqa: F401
 from .engine import COULOMB_METHODS, classical_potential  # noqa: F401
-from .kinds import harmonic_from_config, lj_from_config  # noqa: F401
-from .water import (QTIP4PF, SPCFW, find_water_molecules, qtip4pf_from_config,  # noqa: F401
-                    spcfw_from_config, water_force_field_params, water_potential, water_topology)
+from .kinds import (HARMONIC_KIND, HARMONIC_TABLE, LJ_DEFAULTS, LJ_KIND, LJ_TABLE,  # noqa: F401
+                    harmonic_from_config, lj_from_config)
+from .water import (QTIP4PF, QTIP4PF_KIND, QTIP4PF_TABLE, SPCFW, SPCFW_KIND, SPCFW_TABLE,  # noqa: F401
+                    find_water_molecules, qtip4pf_from_config, spcfw_from_config, water_force_field_params,
+                    water_potential, water_topology)

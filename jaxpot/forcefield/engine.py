@@ -3,14 +3,14 @@
 :class:`~jaxpot.forcefield.topology.ForceFieldParams` into one
 :class:`~jaxpot.potentials.base.Potential` (bonded terms, Lennard-Jones,
 Coulomb, exclusions and scaled 1-4 pairs), reading a pair list or a
-cluster-pair list (:mod:`jaxpot.clusters`), or summing all pairs.
+cluster-pair list (:mod:`jaxpot.partition`), or summing all pairs.
 
 Units (metal): positions and lengths A, energies eV, charges e.
 
 Conventions follow OpenMM (NonbondedForce exceptions for 1-4 pairs, its LJ
 switch and dispersion correction); the term formulas and their sources are
 in :mod:`.bonded` and :mod:`.nonbonded`; Coulomb goes through
-:mod:`jaxpot.potentials.electrostatics`.
+:mod:`jaxpot.electrostatics`.
 """
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ import numpy as np
 from .. import units
 from ..space import minimum_image, pair_vectors, times3
 from ..system import InputError
-from ..clusters import ClusterNeighborList, cluster_pair_sum, gather_slots
+from ..partition import CLUSTERS, cluster_pair_sum, gather_slots
+from ..partition.exclusions import exclusion_lookup
 from ..potentials.base import Potential, esum, pairs, safe_norm
-from ..potentials.electrostatics import make_coulomb
+from ..electrostatics import make_coulomb
 from .bonded import (angle_values, bond_lengths, cmap_energy, dihedral_values, harmonic_angle_energy,
                      harmonic_bond_energy, harmonic_improper_energy, periodic_torsion_energy,
                      quartic_morse_bond_energy)
-from .exclusions_compat import exclusion_lookup
 from .nonbonded import _lj_tables, _safe_sqrt, dispersion_correction_energy, lj_energy, switch_function
 from .topology import ForceFieldParams, Topology
 
@@ -251,7 +251,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         cutoff nor lj_cutoff, every pair is summed and no neighbor list is
         used (LJ without cutoff unless lj_cutoff is given).
     coulomb: "direct" (all pairs, no cutoff, clusters), "cutoff", "ewald", "pme"
-        (through :func:`jaxpot.potentials.electrostatics.make_coulomb`), or
+        (through :func:`jaxpot.electrostatics.make_coulomb`), or
         None for no electrostatics.
     lj_cutoff (A): LJ cutoff (default ``cutoff``; None with "direct" means
         no LJ cutoff). switch_distance (A): OpenMM switch between it and the
@@ -345,7 +345,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         coul = make_coulomb(coulomb, None if cell is None else np.asarray(cell, np.float64),
                             cutoff, accuracy=accuracy, **dict(coulomb_options or {}))
 
-    # cluster-pair lists (jaxpot.clusters): the same nonbonded sum in dense C x C tiles
+    # cluster-pair lists (jaxpot.partition): the same nonbonded sum in dense C x C tiles
     cluster_ok = periodic and not all_pairs and (has_lj or coulomb is not None) and not n_vs
     nb_cut = max(c for c in (cutoff, lj_cutoff) if c is not None) if cluster_ok else 0.0
     use_nbfix = bool(topology.nbfix.any())
@@ -399,7 +399,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
             sig_t, eps_t = _lj_tables(topology, p)
         else:
             sig_t = eps_t = None
-        clustered = isinstance(context.neighbors, ClusterNeighborList)
+        clustered = getattr(context.neighbors, "layout", None) == CLUSTERS
         if clustered:
             if not cluster_ok:
                 raise InputError(f"{name}: this potential cannot read a cluster-pair neighbor list")

@@ -1,17 +1,56 @@
 """Registry kinds "lj" (Lennard-Jones over a neighbor list, from a
 ``[potential]`` table) and "harmonic" (atoms tethered to their starting
 positions). Metal units: eV, A.
+
+Each kind declares its ``[potential]`` keys as a typed table
+(:data:`LJ_TABLE`, :data:`HARMONIC_TABLE`, defaults from :data:`LJ_DEFAULTS`)
+and its registry entry (:data:`LJ_KIND`, :data:`HARMONIC_KIND`).
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
 
+from ..config import REQUIRED, Key, Table
 from ..space import minimum_image
 from ..system import InputError, System
 from ..potentials.base import Potential, esum
+from ..potentials.registry import KindSpec
 from .engine import _check_number, classical_potential
 from .topology import COMBINATION_RULES, make_params, make_topology
+
+
+LJ_DEFAULTS = dict(epsilon=None, sigma=None, elements=None, pairs=None, combination_rule="lorentz-berthelot",
+                   cutoff=None, shift=False, switch_distance=None, dispersion_correction=False)
+"""Defaults of kind "lj" (None: absent; ``cutoff`` None: 2.5 x the largest sigma)."""
+
+LJ_TABLE = Table("[potential] kind = 'lj'", (
+    Key("epsilon", float, LJ_DEFAULTS["epsilon"], "eV", "well depth for all atoms (with sigma; not with elements/pairs)"),
+    Key("sigma", float, LJ_DEFAULTS["sigma"], "A", "LJ diameter for all atoms (with epsilon)"),
+    Key("elements", dict, LJ_DEFAULTS["elements"], "",
+        "per-element {epsilon (eV), sigma (A)} tables, combined by combination_rule"),
+    Key("pairs", dict, LJ_DEFAULTS["pairs"], "",
+        "explicit \"A-B\" = {epsilon (eV), sigma (A)} pair tables (override the rule)"),
+    Key("combination_rule", str, LJ_DEFAULTS["combination_rule"], "", "how element parameters combine.",
+        choices=COMBINATION_RULES),
+    Key("cutoff", float, LJ_DEFAULTS["cutoff"], "A", "LJ cutoff (auto: 2.5 x the largest sigma)"),
+    Key("shift", bool, LJ_DEFAULTS["shift"], "", "subtract the energy at the cutoff"),
+    Key("switch_distance", float, LJ_DEFAULTS["switch_distance"], "A",
+        "start of the OpenMM switch to the cutoff (none: no switch)"),
+    Key("dispersion_correction", bool, LJ_DEFAULTS["dispersion_correction"], "",
+        "add the long-range dispersion correction (periodic systems only)"),
+), doc="Lennard-Jones over a neighbor list.")
+
+HARMONIC_TABLE = Table("[potential] kind = 'harmonic'", (
+    Key("k", float, REQUIRED, "eV/A^2", "spring constant tying each atom to its starting position (>= 0)"),
+), doc="Atoms tethered to their starting positions (an external field).")
+
+
+def _check_table(table, config):
+    """InputError for an unknown or wrongly typed key of ``config`` (without "kind")."""
+    table.check_known(config)
+    for key, value in config.items():
+        table[key].validate(value, table.name)
 
 
 def _check_keys(kind, config, allowed):
@@ -49,12 +88,11 @@ def lj_from_config(config: dict, system: System) -> Potential:
 
     config = dict(config)
     config.pop("kind", None)
-    _check_keys("lj", config, ("epsilon", "sigma", "elements", "pairs", "combination_rule", "cutoff",
-                                "shift", "switch_distance", "dispersion_correction"))
+    _check_table(LJ_TABLE, config)
     z = np.asarray(system.species)
     present = sorted(set(int(x) for x in z))
     sym = [chemical_symbols[k] for k in present]
-    rule = config.get("combination_rule", "lorentz-berthelot")
+    rule = config.get("combination_rule", LJ_DEFAULTS["combination_rule"])
     if rule not in COMBINATION_RULES:
         raise InputError(f"unknown combination_rule {rule!r} (use one of {', '.join(COMBINATION_RULES)})")
     single = "epsilon" in config or "sigma" in config
@@ -117,12 +155,12 @@ def lj_from_config(config: dict, system: System) -> Potential:
                                           "sigma": pair_params[tuple(str(k).split("-"))][0]}
                                  for k in pair_tab}
     cutoff = _check_number("lj cutoff", config.get("cutoff", 2.5 * sig_max), positive=True)
-    shift = config.get("shift", False)
-    disp = config.get("dispersion_correction", False)
+    shift = config.get("shift", LJ_DEFAULTS["shift"])
+    disp = config.get("dispersion_correction", LJ_DEFAULTS["dispersion_correction"])
     for k, v in (("shift", shift), ("dispersion_correction", disp)):
         if not isinstance(v, bool):
             raise InputError(f"lj {k} must be true or false, got {v!r}")
-    sw = config.get("switch_distance")
+    sw = config.get("switch_distance", LJ_DEFAULTS["switch_distance"])
     resolved.update(cutoff=cutoff, shift=shift, dispersion_correction=disp)
     if sw is not None:
         resolved["switch_distance"] = _check_number("lj switch_distance", sw)
@@ -145,7 +183,7 @@ def harmonic_from_config(config: dict, system: System) -> Potential:
     Params: {"k": k} (trainable)."""
     config = dict(config)
     config.pop("kind", None)
-    _check_keys("harmonic", config, ("k",))
+    _check_table(HARMONIC_TABLE, config)
     if "k" not in config:
         raise InputError("potential kind 'harmonic' needs k (eV/A^2)")
     k = _check_number("harmonic k", config["k"])
@@ -168,3 +206,8 @@ def harmonic_from_config(config: dict, system: System) -> Potential:
 
     return Potential(energy=energy, init=init, cutoff=0.0, name="harmonic",
                      translation_invariant=False, config={"kind": "harmonic", "k": k})
+
+
+LJ_KIND = KindSpec(name="lj", factory=lj_from_config, table=LJ_TABLE, doc=LJ_TABLE.doc)
+HARMONIC_KIND = KindSpec(name="harmonic", factory=harmonic_from_config, table=HARMONIC_TABLE,
+                         doc=HARMONIC_TABLE.doc)

@@ -27,6 +27,11 @@ Each model is a topology (O-H bonds, H-O-H angle, O/H LJ types with
 epsilon_H = 0, charges, intramolecular exclusions) plus the M site as a
 virtual site, run through the general engine
 (:func:`jaxpot.forcefield.engine.classical_potential`).
+
+The registry kinds "qtip4pf" and "spcfw" declare their ``[potential]`` keys
+in :data:`QTIP4PF_TABLE` and :data:`SPCFW_TABLE` (defaults from
+:data:`_DEFAULTS`) and their entries in :data:`QTIP4PF_KIND` and
+:data:`SPCFW_KIND`.
 """
 from __future__ import annotations
 
@@ -34,9 +39,11 @@ import numpy as np
 import jax.numpy as jnp
 
 from .. import units
+from ..config import Key, Table
 from ..system import InputError, System, check_choice
 from ..potentials.base import Context, Potential
-from .engine import classical_potential
+from ..potentials.registry import KindSpec
+from .engine import COULOMB_METHODS, classical_potential
 from .topology import ForceFieldParams, Topology, make_topology
 
 QTIP4PF = dict(
@@ -55,6 +62,29 @@ SPCFW = dict(
 _DEFAULTS = dict(cutoff=9.0, coulomb=None, accuracy=1e-5, images="all",
                  lj_tail_correction=False, lj_shift=False, part="all")
 PARTS = ("all", "intramolecular", "intermolecular")
+
+
+def _water_table(kind, model_name):
+    """The typed ``[potential]`` table of a water kind; defaults from :data:`_DEFAULTS`."""
+    return Table(f"[potential] kind = {kind!r}", (
+        Key("cutoff", float, _DEFAULTS["cutoff"], "A", "LJ and real-space Coulomb cutoff"),
+        Key("coulomb", str, _DEFAULTS["coulomb"], "",
+            "Coulomb method (auto: ewald for periodic cells, direct for clusters).", choices=COULOMB_METHODS),
+        Key("accuracy", float, _DEFAULTS["accuracy"], "", "Ewald/PME relative accuracy"),
+        Key("images", str, _DEFAULTS["images"], "",
+            "neighbor convention for small cells: \"all\" periodic images or the \"minimum\" image"),
+        Key("lj_tail_correction", bool, _DEFAULTS["lj_tail_correction"], "",
+            "add the LJ long-range (mean-field) correction in periodic cells"),
+        Key("lj_shift", bool, _DEFAULTS["lj_shift"], "", "subtract V_LJ(cutoff) (not in the published model)"),
+        Key("part", str, _DEFAULTS["part"], "",
+            "which terms: all, the intramolecular ones or the intermolecular ones.", choices=PARTS),
+        Key("parameters", dict, None, "",
+            f"overrides of {model_name} parameter entries (eV, A, degrees, e; the start of a fit)"),
+    ), doc=f"The flexible {model_name} water model.")
+
+
+QTIP4PF_TABLE = _water_table("qtip4pf", "q-TIP4P/F")
+SPCFW_TABLE = _water_table("spcfw", "SPC/Fw")
 
 
 def find_water_molecules(system: System) -> np.ndarray:
@@ -214,14 +244,16 @@ def water_potential(model: dict, system: System, *, cutoff: float = 9.0,
                      neighbor_images=images)
 
 
-def _from_config(model, kind):
-    """Factory of a water kind. ``parameters = {q_H = 0.55, ...}`` overrides
+def _from_config(model, kind, table=None):
+    """Factory of a water kind (``table``: its typed key table). ``parameters = {q_H = 0.55, ...}`` overrides
     entries of the parameter table (metal units: eV, A, degrees, e; the
     starting point of a force-field fit); the fitted values live in params."""
     def factory(config: dict, system: System) -> Potential:
-        unknown = set(config) - set(_DEFAULTS) - {"kind", "parameters"}
-        if unknown:
-            raise InputError(f"unknown key(s) for potential kind {kind!r}: {', '.join(sorted(unknown))}")
+        tab = table if table is not None else _water_table(kind, kind)
+        given = {k: v for k, v in config.items() if k != "kind"}
+        tab.check_known(given)
+        for key, value in given.items():
+            tab[key].validate(value, tab.name)
         override = dict(config.get("parameters") or {})
         bad = set(override) - (set(model) - {"bond"})
         if bad:
@@ -236,5 +268,8 @@ def _from_config(model, kind):
     return factory
 
 
-qtip4pf_from_config = _from_config(QTIP4PF, "qtip4pf")
-spcfw_from_config = _from_config(SPCFW, "spcfw")
+qtip4pf_from_config = _from_config(QTIP4PF, "qtip4pf", QTIP4PF_TABLE)
+spcfw_from_config = _from_config(SPCFW, "spcfw", SPCFW_TABLE)
+
+QTIP4PF_KIND = KindSpec(name="qtip4pf", factory=qtip4pf_from_config, table=QTIP4PF_TABLE, doc=QTIP4PF_TABLE.doc)
+SPCFW_KIND = KindSpec(name="spcfw", factory=spcfw_from_config, table=SPCFW_TABLE, doc=SPCFW_TABLE.doc)
