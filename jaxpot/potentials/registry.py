@@ -69,16 +69,15 @@ def check_keys(kind: str, table, config: dict, *, inapplicable: dict | None = No
         dataclasses.replace(table[name], choices=None, check=None).validate(value, f"potential kind {kind!r}:")
 
 
-# kind -> "module:attribute", the attribute being a KindSpec or (for kinds not yet
-# declared as specs) the factory itself. The only place that lists the kinds.
+# kind -> "module:attribute" of the kind's KindSpec. The only place that lists the kinds.
 _ENTRIES = {
-    "lj": "jaxpot.potentials.classical:lj_from_config",
-    "harmonic": "jaxpot.potentials.classical:harmonic_from_config",
-    "qtip4pf": "jaxpot.potentials.water:qtip4pf_from_config",
-    "spcfw": "jaxpot.potentials.water:spcfw_from_config",
+    "lj": "jaxpot.forcefield.kinds:LJ_KIND",
+    "harmonic": "jaxpot.forcefield.kinds:HARMONIC_KIND",
+    "qtip4pf": "jaxpot.forcefield.water:QTIP4PF_KIND",
+    "spcfw": "jaxpot.forcefield.water:SPCFW_KIND",
     "atomic_energies": "jaxpot.potentials.saved:ATOMIC_ENERGIES_KIND",
     "model": "jaxpot.potentials.saved:MODEL_KIND",
-    "gaussian_electrostatics": "jaxpot.potentials.electrostatics:gaussian_electrostatics_from_config",
+    "gaussian_electrostatics": "jaxpot.electrostatics.gaussian:GAUSSIAN_ELECTROSTATICS_KIND",
     "behler_parrinello": "jaxpot.ml.behler_parrinello:KIND",
     "nequip": "jaxpot.ml.equivariant:NEQUIP_KIND",
     "mace": "jaxpot.ml.equivariant:MACE_KIND",
@@ -103,6 +102,6 @@ def spec(kind: str) -> KindSpec:
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
         raise InputError(f"potential kind {kind!r} is not available in this version of jaxpot ({err})") from err
-    if isinstance(obj, KindSpec):
-        return obj
-    return KindSpec(name=kind, factory=obj)
+    if not isinstance(obj, KindSpec) or obj.name != kind:
+        raise TypeError(f"{_ENTRIES[kind]} must be the KindSpec of kind {kind!r}")
+    return obj

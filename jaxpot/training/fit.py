@@ -34,11 +34,10 @@ import optax
 
 from .. import io
 from ..errors import InputError
-from ..potentials import build_potential
+from ..potentials import build_potential, registry
 from ..potentials.saved import save_model
 from .config import DATA_DEFAULTS, FIT_DEFAULTS, resolve_train_config  # noqa: F401
 from .data import dataset_species, read_labelled, split_indices
-from .kind_hooks import kind_spec
 from .losses import (_rho, error_sums, errors_from_sums, force_mask, loss_weights,  # noqa: F401
                      make_loss)
 from .model import (_dtype, _pads, _terms, cast, data_dependent_init, parameter_scales,  # noqa: F401
@@ -121,7 +120,7 @@ def train(config: dict, *, overwrite: bool = False, restart: str | None = None, 
         log("note: no validation set; early stopping and best-model selection use the training set")
     t_start = time.perf_counter()
 
-    spec = kind_spec(cfg["model"]["kind"]) if cfg["model"]["kind"] != "sum" else None
+    spec = registry.spec(cfg["model"]["kind"]) if cfg["model"]["kind"] != "sum" else None
     if spec is not None and spec.fit is not None:
         given_fit = set(raw.get("fit") or {})
         pcfg, params, seconds = _closed_form_train(cfg, spec, train_set, given_fit)

@@ -3,7 +3,7 @@ the [potential] table (per-element reference energies added, data-dependent
 defaults of each kind), the data-dependent initialisation of parameters,
 the refit of per-element offsets and the optimiser's parameter scales.
 
-Each kind's data hooks come from its KindSpec (:func:`kind_spec`); nothing
+Each kind's data hooks come from its KindSpec (:func:`jaxpot.potentials.registry.spec`); nothing
 here names a kind except ``atomic_energies``, the baseline term that
 training itself adds.
 
@@ -21,9 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError
-from ..potentials import build_potential
+from ..potentials import build_potential, registry
 from .data import Batcher, Labelled, dataset_species, element_counts, fit_atomic_energies, make_batch, pad_size
-from .kind_hooks import kind_spec
 from .predict import make_predict
 
 
@@ -41,7 +40,7 @@ def potential_config(model: dict, train: list[Labelled], forces_available: bool)
     for t in _terms(model):
         t = dict(t)
         trainable.append(bool(t.pop("trainable", True)))
-        spec = kind_spec(t["kind"]) if "kind" in t else None
+        spec = registry.spec(t["kind"]) if "kind" in t else None
         if spec is not None and spec.from_data is not None:
             t = spec.from_data(t, train)
         terms.append(t)
@@ -76,7 +75,7 @@ def cast(tree, dtype):
 
 def _pads(pot_config: dict) -> bool:
     """Every term takes padded batches of structures of any size."""
-    return all("kind" in t and kind_spec(t["kind"]).padded_batches for t in _terms(pot_config))
+    return all("kind" in t and registry.spec(t["kind"]).padded_batches for t in _terms(pot_config))
 
 
 def refit_offsets(pot, params, batcher: Batcher, use_stress: bool):
@@ -117,7 +116,7 @@ def parameter_scales(pcfg: dict, params, mode):
     terms = _terms(pcfg)
     single = pcfg["kind"] != "sum"
     parts = [params] if single else list(params)
-    out = [ones(p) if kind_spec(t["kind"]).learned else rel(p) for t, p in zip(terms, parts)]
+    out = [ones(p) if registry.spec(t["kind"]).learned else rel(p) for t, p in zip(terms, parts)]
     return out[0] if single else tuple(out)
 
 
@@ -140,7 +139,7 @@ def data_dependent_init(pot, pcfg, params, batcher: Batcher):
     out = list(params) if not single else [params]
     batch = None
     for k, t in enumerate(terms):
-        hook = kind_spec(t["kind"]).fit_params
+        hook = registry.spec(t["kind"]).fit_params
         if hook is not None:
             batch = batch or statistics_batch(batcher)
             out[k] = hook(build_potential(t, None), out[k], batch)
