@@ -56,6 +56,19 @@ def _type_name(kind) -> str:
     return " or ".join(_TYPE_NAMES.get(k, getattr(k, "__name__", str(k))) for k in kinds)
 
 
+def _toml(value) -> str:
+    """A default as the user would write it in TOML (true, "text", [1, 2])."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
 @dataclass(frozen=True)
 class Key:
     """One key of a table.
@@ -171,10 +184,10 @@ class Table:
         """The reference table (key | type | default | unit | meaning) for docs/config.md."""
         rows = ["| key | type | default | unit | meaning |", "|---|---|---|---|---|"]
         for k in self.keys:
-            default = "required" if k.default is REQUIRED else ("auto" if k.default is None else repr(k.default))
+            default = "required" if k.default is REQUIRED else ("auto" if k.default is None else _toml(k.default))
             meaning = k.doc.rstrip()
             if k.choices:
                 sep = " " if not meaning or meaning.endswith(".") else ". "
-                meaning += f"{sep}One of: {', '.join(f'`{c}`' for c in k.choices)}."
+                meaning += f"{sep}One of: {', '.join(f'`{_toml(c)}`' for c in k.choices)}."
             rows.append(f"| `{k.name}` | {_type_name(k.type).replace('a ', '').replace('an ', '')} | `{default}` | {k.unit} | {meaning} |")
         return "\n".join(rows)
