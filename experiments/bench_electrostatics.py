@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxpot  # noqa: F401  (float64)
-from jaxpot.neighbors import neighbor_list
+from jaxpot.partition import neighbor_list
 from jaxpot.potentials import build_potential
 from jaxpot.potentials.base import Context, energy_and_forces
 from jaxpot.system import System, species_from_symbols

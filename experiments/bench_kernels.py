@@ -35,7 +35,7 @@ import numpy as np
 
 import jaxpot
 from jaxpot.potentials import build_potential
-from jaxpot.potentials import kernels as K
+from jaxpot import kernels as K
 from jaxpot.potentials.base import Context, energy_and_forces
 
 HERE = Path(__file__).resolve().parent

@@ -146,7 +146,7 @@ def profile_jaxpot(prof, spec, atoms, dtype, rebuilds_per_step, repeats=5):
     out = {"force_s": per_call(grad, pos, nbr),
            "nbr_build_s": per_call(build, pos, system.cell, nbr.capacity, nbr.row_capacity, nbr.cell_capacity),
            "pairs": int(nbr.n_pairs), "pair_capacity": int(nbr.capacity),
-           # cluster-pair lists (jaxpot.clusters): pairs = cluster pairs, one image each
+           # cluster-pair lists (jaxpot.partition): pairs = cluster pairs, one image each
            "image_shifts": int(fns._shifts[0].shape[0]) if fns.layout == "pairs" else "1 (8x8 clusters)"}
     if spec.get("kind") == "qtip4pf":
         spec_rs = {**spec, "coulomb": "cutoff"}

@@ -9,7 +9,7 @@ cutoff). Models: the documented defaults of each kind (species H, O; cutoff
 weights).
 
 jaxpot: ``jax.jit(energy_and_forces(potential))`` at a fixed neighbor list
-built by ``jaxpot.neighbors`` at the cutoff with no skin (the model's cost;
+built by ``jaxpot.partition`` at the cutoff with no skin (the model's cost;
 in MD the driver's 1 A skin carries ~(6/5)^3 = 1.7 x more pairs, masked
 inside the model but still computed), its slots padded by the list's
 capacity margin; positions and params in float32 or float64.
@@ -40,7 +40,7 @@ mode on 2 cores it takes seconds per call already at 63 atoms.
 
 Caveat on the ratio: both are MACE architectures with the same
 hyperparameters, but jaxpot's product basis is a factorised coupling tree
-(see ``jaxpot.potentials.equivariant.ProductBasis``) rather than
+(see ``jaxpot.ml.mace.ProductBasis``) rather than
 mace-torch's full symmetric contraction, so the ratio compares the two
 implementations as shipped, not identical arithmetic.
 """
@@ -65,7 +65,7 @@ from benchlib import time_calls  # noqa: E402
 
 import jaxpot  # noqa: E402
 from jaxpot.build import water_box  # noqa: E402
-from jaxpot.neighbors import neighbor_list  # noqa: E402
+from jaxpot.partition import neighbor_list  # noqa: E402
 from jaxpot.potentials import build_potential  # noqa: E402
 from jaxpot.potentials.base import Context, energy_and_forces  # noqa: E402
 from jaxpot.simulate import cast_params  # noqa: E402

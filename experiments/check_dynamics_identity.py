@@ -38,7 +38,7 @@ from jaxpot.build import water_box
 from jaxpot.dynamics import integrators as I
 from jaxpot.dynamics import pimd as pm
 from jaxpot.potentials.base import Context, bind
-from jaxpot.potentials.water import qtip4pf_from_config
+from jaxpot.forcefield.water import qtip4pf_from_config
 from jaxpot.system import from_ase
 from jaxpot.units import KB
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import jaxpot  # noqa: E402,F401  (float64)
 from jaxpot.build import water_cluster  # noqa: E402
 from jaxpot.forcefield import water as new_water  # noqa: E402
-from jaxpot.neighbors import neighbor_list  # noqa: E402
+from jaxpot.partition import neighbor_list  # noqa: E402
 from jaxpot.potentials.base import Context, energy_forces_stress, energy_and_forces  # noqa: E402
 from jaxpot.system import from_ase  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Coulomb-matrix and bag-of-bonds kernel ridge regression on QM9 atomization energies.
 
 The classic energy benchmark on real data (issue 8, optional study): learning
-curves of jaxpot's global-descriptor KRR (``jaxpot.potentials.kernels``) on the
+curves of jaxpot's global-descriptor KRR (``jaxpot.kernels``) on the
 B3LYP/6-31G(2df,p) atomization energies of QM9 (Ramakrishnan et al., Sci. Data 1,
 140022 (2014)), compared with the published curves of Rupp et al., PRL 108,
 058301 (2012) and Hansen et al., JPCL 6, 2326 (2015).
@@ -150,14 +150,14 @@ def composition(z):
 def l1_distances(x, y):
     # jaxpot's batched distance kernel (L1 for the Laplacian kernel), computed once
     # per descriptor and reused for every sigma of the grid
-    from jaxpot.potentials.kernels import _distance_matrix
+    from jaxpot.kernels.regression import _distance_matrix
     return np.asarray(_distance_matrix(x, y, "laplacian"))
 
 
 def fit_predict(d_tt, d_pt, y, comp_t, comp_p, sigma, lam):
     """Dressed-atom offset + Laplacian KRR; predictions for the rows of d_pt."""
     import jax.numpy as jnp
-    from jaxpot.potentials.kernels import krr_fit
+    from jaxpot.kernels import krr_fit
     e_el = np.linalg.lstsq(comp_t, y, rcond=None)[0]
     resid = y - comp_t @ e_el
     alpha = np.asarray(krr_fit(jnp.asarray(np.exp(-d_tt / sigma)), jnp.asarray(resid), lam))
@@ -172,7 +172,8 @@ def errors(pred, ref):
 
 def run(args):
     import jax
-    from jaxpot.potentials.kernels import InputError, compute_descriptors, fit_kernel, kernel_predict
+    from jaxpot.errors import InputError
+    from jaxpot.kernels import compute_descriptors, fit_kernel, kernel_predict
 
     t0 = time.perf_counter()
     loaded = load_qm9(Path(args.data))

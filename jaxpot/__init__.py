@@ -50,7 +50,11 @@ _API = {
     "energy_forces_stress": "jaxpot.potentials.base",
     "Context": "jaxpot.potentials.base",
     "Potential": "jaxpot.potentials.base",
-    "InputError": "jaxpot.system",
+    "InputError": "jaxpot.errors",
+    "SimulationError": "jaxpot.errors",
+    "prepare": "jaxpot.assembly",
+    "Prepared": "jaxpot.assembly",
+    "KindSpec": "jaxpot.potentials.registry",
 }
 _MODULES = {"units": "jaxpot.units"}
 

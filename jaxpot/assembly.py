@@ -4,7 +4,7 @@ potential ready to evaluate out.
 :func:`prepare` does System -> Potential (:func:`jaxpot.potentials.build_potential`,
 or a Potential built in Python) -> parameters (``Potential.init``, cast to
 ``dtype``) -> neighbor-list functions
-(:func:`jaxpot.clusters.neighbor_fns_for`: a pair list or a cluster-pair
+(:func:`jaxpot.partition.neighbor_fns_for`: a pair list or a cluster-pair
 list) -> a first list -> :class:`~jaxpot.potentials.base.Context`. The MD
 driver (:mod:`jaxpot.simulate`), the ASE calculator
 (:class:`jaxpot.interop.ase.JaxpotCalculator`), the structure builders
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .clusters import neighbor_fns_for
+from .partition import neighbor_fns_for
 from .errors import InputError
 from .potentials import build_potential
 from .potentials.base import Context, Potential
@@ -78,7 +78,7 @@ def prepare(spec, system, *, dtype="float64", skin: float = 1.0, layout: str = "
     dtype: "float64" | "float32" (or the jnp dtype): precision of the params
         when ``cast``.
     skin: neighbor-list skin, A. layout: "auto" | "pairs" | "clusters"
-        (see :func:`jaxpot.clusters.neighbor_fns_for`).
+        (see :func:`jaxpot.partition.neighbor_fns_for`).
     key: PRNG key of ``Potential.init`` (default ``jax.random.PRNGKey(0)``).
     params: use these parameters instead of ``init`` (cast when ``cast``).
     cast: cast floating parameters to ``dtype`` (:func:`cast_params`).

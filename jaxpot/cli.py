@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         print(f"jaxpot: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # a one-line reason, not a traceback, for run failures
-        from .neighbors import NeighborListOverflow
+        from .partition import NeighborListOverflow
         if isinstance(err, (SimulationError, NeighborListOverflow)):
             print(f"jaxpot: error: {err}", file=sys.stderr)
             return 1

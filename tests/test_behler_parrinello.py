@@ -23,9 +23,9 @@ import jax.numpy as jnp
 
 import jaxpot  # noqa: F401  (float64)
 from jaxpot import io
-from jaxpot.neighbors import NeighborList, neighbor_list
+from jaxpot.partition import NeighborList, neighbor_list
 from jaxpot.potentials import build_potential
-from jaxpot.potentials import behler_parrinello as bp
+from jaxpot.ml import behler_parrinello as bp
 from jaxpot.potentials.base import Context, energy_and_forces, energy_forces_stress
 from jaxpot.system import InputError, System, default_masses, species_from_symbols
 

@@ -19,9 +19,9 @@ import jax.numpy as jnp
 
 import jaxpot  # noqa: F401  (float64 available)
 from jaxpot import units
-from jaxpot.neighbors import neighbor_list
+from jaxpot.partition import neighbor_list
 from jaxpot.potentials.base import Context, energy_and_forces, energy_forces_stress
-from jaxpot.potentials import classical as cl
+from jaxpot import forcefield as cl
 from jaxpot.system import InputError, System, default_masses
 
 # ---------------------------------------------------------------------------
@@ -706,7 +706,7 @@ def test_bad_topology_and_params_raise_input_error():
 
 
 def test_exclusion_bitmask_lookup_matches_pair_set_in_either_order():
-    from jaxpot.potentials.classical import exclusion_bitmask, excluded_pairs_lookup
+    from jaxpot.partition.exclusions import exclusion_bitmask, excluded_pairs_lookup
 
     rng = np.random.default_rng(0)
     n = 300

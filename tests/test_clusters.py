@@ -1,4 +1,4 @@
-"""Cluster-pair neighbor lists (jaxpot.clusters) against the pair list.
+"""Cluster-pair neighbor lists (jaxpot.partition) against the pair list.
 
 The pair-list path of the classical potential is validated against OpenMM
 elsewhere (test_classical, test_openmm_import); here the cluster-pair path
@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from jaxpot.clusters import (ClusterLayoutError, ClusterNeighborList, cluster_list, computed_once,
-                             neighbor_fns_for)
-from jaxpot.neighbors import NeighborList, neighbor_list
-from jaxpot.potentials import classical as cl
-from jaxpot.potentials.classical import exclusion_lookup
+from jaxpot.partition import (
+    ClusterLayoutError, ClusterNeighborList, cluster_list, computed_once, neighbor_fns_for,
+)
+from jaxpot.partition import NeighborList, neighbor_list
+from jaxpot import forcefield as cl
+from jaxpot.partition.exclusions import exclusion_lookup
 from jaxpot.potentials.base import Context, energy_forces_stress
 from jaxpot.space import times3
 from jaxpot.system import InputError

@@ -102,9 +102,6 @@ def outside_references() -> list[str]:
     return bad
 
 
-@pytest.mark.xfail(reason="issue 18 consolidation pending: docstrings of cli.py, simulate.py, io.py, "
-                          "training/fit.py, potentials/saved.py and a comment in tests/test_cli_demo.py "
-                          "still name ../shared/API.md", strict=False)
 def test_nothing_refers_to_files_outside_the_repository():
     bad = outside_references()
     assert not bad, "references to ../shared (the docs are in docs/ now):\n" + "\n".join(bad)

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 import jaxpot  # noqa: F401  (enables float64)
-from jaxpot.neighbors import NeighborList
+from jaxpot.partition import NeighborList
 from jaxpot.potentials.base import Context, energy_forces_stress, pairs
-from jaxpot.potentials.electrostatics import (
-    all_pairs, bspline_weights, coulomb_potential, erf_over_r, ewald_parameters,
-    gaussian_kernel, make_coulomb, pme_grid, pme_spread,
+from jaxpot.electrostatics import (
+    all_pairs, bspline_weights, coulomb_potential, erf_over_r, ewald_parameters, gaussian_kernel,
+    make_coulomb, pme_grid, pme_spread,
 )
 from jaxpot.system import InputError
 from jaxpot.units import KE, KJ_MOL
@@ -34,7 +34,7 @@ WIGNER_SC = 2.837297479
 def brute_force_pairs(pos, cell, rc):
     """Half list of all (i, j, image) with |r_j - r_i + s @ cell| < rc, each
     unordered pair once (self images i == j with s lexicographically > 0),
-    by brute force over images: an outside check of jaxpot.neighbors too."""
+    by brute force over images: an outside check of jaxpot.partition too."""
     pos, cell = np.asarray(pos, float), np.asarray(cell, float)
     widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
     nmax = np.ceil(rc / widths).astype(int) + 1

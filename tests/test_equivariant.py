@@ -1,11 +1,11 @@
-"""NequIP and MACE potentials (jaxpot.potentials.equivariant): E(3)
+"""NequIP and MACE potentials (jaxpot.ml): E(3)
 symmetry of energy, forces and hidden features, autodiff forces and stress
 against finite differences (triclinic cell with periodic images), smoothness
 at the cutoff, padding and vmap conventions, float32, a short force fit with
 optax, NVE MD through the driver, model-directory round trip, input errors.
 
 Graphs here come from a brute-force pair search over lattice translations
-written in this file (independent of jaxpot.neighbors), padded to one fixed
+written in this file (independent of jaxpot.partition), padded to one fixed
 capacity so that each model compiles once for all tests of one shape.
 
 Tolerances. Energies are float64 sums of O(10^2-10^3) rounding-level terms
@@ -30,9 +30,9 @@ from scipy.spatial.transform import Rotation
 
 import jaxpot  # noqa: F401  (float64)
 from jaxpot import io
-from jaxpot.neighbors import NeighborList
+from jaxpot.partition import NeighborList
 from jaxpot.potentials import build_potential
-from jaxpot.potentials import equivariant as eq
+from jaxpot.ml import equivariant as eq
 from jaxpot.potentials.base import Context, energy_and_forces, energy_forces_stress
 from jaxpot.system import InputError, System, default_masses, species_from_symbols
 

@@ -21,10 +21,10 @@ from scipy import integrate
 from scipy.special import erf as sp_erf
 
 import jaxpot  # noqa: F401  (enables float64)
-from jaxpot.neighbors import neighbor_list
+from jaxpot.partition import neighbor_list
 from jaxpot.potentials import build_potential
 from jaxpot.potentials.base import Context, energy_and_forces, energy_forces_stress
-from jaxpot.potentials.electrostatics import smooth_switch
+from jaxpot.electrostatics import smooth_switch
 from jaxpot.system import InputError, System, species_from_symbols
 from jaxpot.units import KE
 
@@ -587,7 +587,7 @@ def test_environment_dependent_electronegativity_hook_is_trainable_and_variation
     """4G-HDNNP style chi_i(r): here chi_i += a * sum_j exp(-r_ij^2), a toy
     environment model; forces (variational energy with chi(r)) and d/da of
     charges by finite differences; a = 0 reproduces per-element QEq."""
-    from jaxpot.potentials.electrostatics import gaussian_electrostatics_from_config
+    from jaxpot.electrostatics import gaussian_electrostatics_from_config
 
     def chi_fn(p, x, ctx):
         r2 = jnp.sum((x[:, None] - x[None]) ** 2, axis=-1)
@@ -619,7 +619,8 @@ def test_blocked_all_pairs_cluster_sum_equals_one_block_with_gradients():
     """Large clusters are summed in row blocks under lax.map + remat; the
     blocks must cover every pair i < j exactly once (here 11 atoms in blocks
     of 4, the last block padded), energies and gradients alike."""
-    from jaxpot.potentials.electrostatics import _cluster_pair_sum, gaussian_kernel
+    from jaxpot.electrostatics.pair import _cluster_pair_sum
+    from jaxpot.electrostatics import gaussian_kernel
 
     rng = np.random.default_rng(7)
     x = jnp.asarray(rng.uniform(0, 6, size=(11, 3)))

@@ -1,4 +1,4 @@
-"""Kernel methods on global descriptors (jaxpot.potentials.kernels):
+"""Kernel methods on global descriptors (jaxpot.kernels):
 descriptor invariances and padding, autodiff gradients against finite
 differences (also at degenerate eigenvalues), p-orbital overlaps against
 numerical integration, KRR/ridge/GPR against scikit-learn, marginal
@@ -13,7 +13,7 @@ from ase.build import molecule
 
 import jaxpot  # noqa: F401  (float64)
 from jaxpot.potentials import build_potential
-from jaxpot.potentials import kernels as K
+from jaxpot import kernels as K
 from jaxpot.potentials.base import Context, energy_and_forces
 from jaxpot.system import InputError, from_ase, species_from_symbols
 
@@ -313,7 +313,7 @@ def test_marginal_likelihood_optimisation_increases_log_likelihood():
 
 
 def _water_data(n, seed=0, scale=0.06):
-    from jaxpot.potentials.kernels import potential_energies
+    from jaxpot.kernels import potential_energies
     rng = np.random.default_rng(seed)
     w = molecule("H2O")
     atoms = []
@@ -397,7 +397,7 @@ def test_kernel_model_runs_energy_conserving_nve_from_a_model_directory(water, t
 
 
 def test_delta_learning_on_a_qtip4pf_baseline_reloads_as_a_sum_model(tmp_path):
-    from jaxpot.potentials.kernels import potential_energies
+    from jaxpot.kernels import potential_energies
     from jaxpot.potentials.saved import save_model
     atoms, e_q = _water_data(40, seed=3)
     e_ref, _, _ = potential_energies({"kind": "spcfw"}, atoms)

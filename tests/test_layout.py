@@ -28,15 +28,15 @@ LAYERS = {
     "jaxpot.units": 0, "jaxpot.system": 0, "jaxpot.errors": 0, "jaxpot.space": 0,
     "jaxpot.mapping": 0, "jaxpot.runtime": 0, "jaxpot.config": 0,
     # L1 neighbor lists and dynamics
-    "jaxpot.partition": 1, "jaxpot.neighbors": 1, "jaxpot.clusters": 1,
+    "jaxpot.partition": 1,
     "jaxpot.dynamics": 1,
     # L2 the potential contract and the registry of kinds
     "jaxpot.potentials": 2, "jaxpot.potentials.base": 2, "jaxpot.potentials.registry": 2,
     # L3 potential kinds
-    "jaxpot.electrostatics": 3.0, "jaxpot.potentials.electrostatics": 3.0,
-    "jaxpot.forcefield": 3.5, "jaxpot.potentials.classical": 3.5, "jaxpot.potentials.water": 3.5,
-    "jaxpot.ml": 3.5, "jaxpot.potentials.behler_parrinello": 3.5, "jaxpot.potentials.equivariant": 3.5,
-    "jaxpot.kernels": 3.5, "jaxpot.potentials.kernels": 3.5,
+    "jaxpot.electrostatics": 3.0,
+    "jaxpot.forcefield": 3.5,
+    "jaxpot.ml": 3.5,
+    "jaxpot.kernels": 3.5,
     "jaxpot.potentials.saved": 3.5,
     # prepare() needs only L0-L2 (the registry finds kinds at run time), so kinds may call it
     "jaxpot.assembly": 2,
@@ -193,9 +193,6 @@ def size_offenders() -> list[str]:
     return out
 
 
-PENDING = pytest.mark.xfail(reason="issue 18 consolidation pending", strict=False)
-
-
 def test_strongly_connected_components_finds_a_cycle_and_ignores_a_chain():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert strongly_connected_components(graph) == [["a", "b", "c"]]
@@ -207,19 +204,16 @@ def test_every_module_has_a_layer():
     assert not missing, "modules missing from LAYERS in tests/test_layout.py:\n" + "\n".join(missing)
 
 
-@PENDING
 def test_no_import_cycle_between_jaxpot_modules():
     bad = cycle_offenders()
     assert not bad, "import cycles (imports inside functions included):\n" + "\n".join(bad)
 
 
-@PENDING
 def test_no_module_imports_from_a_higher_layer():
     bad = upward_offenders()
     assert not bad, "upward imports across the layers of docs/architecture.md:\n" + "\n".join(bad)
 
 
-@PENDING
 def test_no_package_file_over_600_lines():
     bad = size_offenders()
     assert not bad, f"package files over {MAX_LINES} lines:\n" + "\n".join(bad)

@@ -97,7 +97,7 @@ def test_unknown_element_in_structure_file_is_named(tmp_path, capsys):
 
 def test_neighbor_overflow_reruns_block_and_matches_a_roomy_list(tmp_path, monkeypatch):
     ref = run_md(argon_config(tmp_path / "ref", steps=100, skin=0.2), progress=False)
-    import jaxpot.neighbors as nb
+    import jaxpot.partition as nb
     original_allocate = nb.NeighborListFns.allocate
     original_reallocate = nb.NeighborListFns.reallocate
     calls = []
@@ -176,7 +176,7 @@ def test_forces_only_steps_between_rows_give_the_same_rows_and_state(ensemble, t
     import jax.numpy as jnp
     from ase.build import bulk
 
-    from jaxpot.clusters import neighbor_fns_for
+    from jaxpot.partition import neighbor_fns_for
     from jaxpot.potentials import build_potential
     from jaxpot.potentials.base import Context
     from jaxpot.simulate import (MD_DEFAULTS, cast_params, classical_engine, make_block, neighbor_skin,

@@ -7,7 +7,7 @@ import pytest
 from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from jaxpot.neighbors import neighbor_list
+from jaxpot.partition import neighbor_list
 from jaxpot.space import pair_vectors
 
 

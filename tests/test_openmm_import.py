@@ -28,7 +28,7 @@ import pytest
 
 import jaxpot  # noqa: F401  (float64)
 from jaxpot import units
-from jaxpot.neighbors import neighbor_list
+from jaxpot.partition import neighbor_list
 from jaxpot.potentials.base import Context, energy_and_forces
 from jaxpot.system import InputError
 
@@ -487,8 +487,8 @@ def test_villin_in_water_pme_matches_openmm_cpu_total_and_each_force_group(ff_na
     e, f = jaxpot_energy_forces(pot, system, x)
     e_ref, f_ref = openmm_energy_forces(system, pdb.positions, "CPU")
     check(e, f, e_ref, f_ref, "total")
-    # the same total through a cluster-pair list (jaxpot.clusters)
-    from jaxpot.clusters import cluster_list
+    # the same total through a cluster-pair list (jaxpot.partition)
+    from jaxpot.partition import cluster_list
     cell = jnp.asarray(box_A(system))
     cnbr = cluster_list(pot.cutoff, box_A(system), len(x), skin=0.5,
                         excluded=pot.cluster_exclusions).allocate(jnp.asarray(x), cell)

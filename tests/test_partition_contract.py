@@ -15,7 +15,7 @@ from ase.build import bulk
 from jaxpot.partition import (ClusterListFns, ClusterNeighborList, NeighborFns, NeighborList, NeighborListFns,
                               NeighborListLike, cluster_list, neighbor_list)
 from jaxpot.partition import exclusions as px
-from jaxpot.potentials import classical as cl
+from jaxpot import forcefield as cl
 from jaxpot.system import InputError
 
 RC, SKIN = 3.5, 0.5

@@ -212,7 +212,7 @@ def test_fitting_qtip4pf_parameters_to_reference_forces_recovers_them(tmp_path):
     the accuracy)."""
     from jaxpot.build import water_cluster
     from jaxpot.interop.ase import JaxpotCalculator
-    from jaxpot.potentials.water import QTIP4PF
+    from jaxpot.forcefield.water import QTIP4PF
 
     rng = np.random.default_rng(0)
     base = water_cluster(4, seed=1)

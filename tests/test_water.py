@@ -176,7 +176,7 @@ def test_periodic_image_conventions_on_ipi_32_water_box(shared_data):
     # O-O LJ and real-space Ewald erfc(alpha r)/r between charge sites,
     # with the image chosen by atom positions as the neighbor list does.
     from math import erfc
-    from jaxpot.potentials.electrostatics import ewald_alpha
+    from jaxpot.electrostatics import ewald_alpha
     alpha = ewald_alpha(9.0, 1e-5)
     x = a.positions
     L = a.cell.lengths()[0]

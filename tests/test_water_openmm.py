@@ -28,7 +28,7 @@ import jax  # noqa: E402
 import jaxpot  # noqa: E402,F401  (float64)
 from jaxpot.build import water_box  # noqa: E402
 from jaxpot.interop.ase import JaxpotCalculator  # noqa: E402
-from jaxpot.neighbors import neighbor_list  # noqa: E402
+from jaxpot.partition import neighbor_list  # noqa: E402
 from jaxpot.potentials import build_potential  # noqa: E402
 from jaxpot.potentials.base import Context, energy_forces_stress  # noqa: E402
 from jaxpot.system import from_ase  # noqa: E402

@@ -281,7 +281,7 @@ def classical_potential(topology: Topology, params: ForceFieldParams, *, cutoff:
         atom pair in the list (twice the largest site-atom distance).
         Not with 1-4 pairs, and read from pair lists only.
     neighbor_images: the Potential's neighbor convention ("all" or
-        "minimum", see :mod:`jaxpot.neighbors`)."""
+        "minimum", see :mod:`jaxpot.partition`)."""
     if not isinstance(topology, Topology):
         raise InputError("classical_potential needs a Topology (see make_topology)")
     if not isinstance(params, ForceFieldParams):

@@ -9,7 +9,7 @@ eV A^6.
   switching       S = 1 - 10 x^3 + 15 x^4 - 6 x^5          (OpenMM)
   dispersion      Shirts et al., J. Phys. Chem. B 111, 13052 (2007);
                   Allen & Tildesley eq. 2.144
-Coulomb lives in :mod:`jaxpot.potentials.electrostatics`.
+Coulomb lives in :mod:`jaxpot.electrostatics`.
 """
 from __future__ import annotations
 

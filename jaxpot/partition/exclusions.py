@@ -2,10 +2,9 @@
 potential handles itself (bonded exclusions, 1-4 pairs), which the
 cluster-pair list masks out of its tiles (:mod:`jaxpot.partition.clusters`).
 
-Atom indices only; no units. Copied from :mod:`jaxpot.potentials.classical`
-(issue 18): the neighbor layer must not import a force field, so these
-functions live here, and at the consolidation the force field imports them
-from this module (its copies are deleted).
+Atom indices only; no units. The neighbor layer owns these functions so
+that it never imports a force field; :mod:`jaxpot.forcefield` uses them
+from here.
 """
 from __future__ import annotations
 

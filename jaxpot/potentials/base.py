@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ..neighbors import NeighborList
+from ..partition import NeighborList
 from ..space import pair_vectors, volume
 
 
@@ -77,7 +77,7 @@ class Potential:
     config: the resolved configuration, all defaults filled in.
     neighbor_images: ``"all"`` (exact, every periodic image within the
         cutoff) or ``"minimum"`` (each pair once at its minimum image, i-PI's
-        convention for small boxes); see :mod:`jaxpot.neighbors`.
+        convention for small boxes); see :mod:`jaxpot.partition`.
     terms: the summed potentials of a ``sum`` (params are then the tuple of
         their params), so integrators can treat terms apart (ring-polymer
         contraction); empty for other potentials.
@@ -88,7 +88,7 @@ class Potential:
         so disjoint structures packed into one graph (training batches) get
         their own energies from one call.
     cluster_exclusions: for pair potentials that can also read a
-        cluster-pair list (:mod:`jaxpot.clusters`): the (E, 2) atom pairs the
+        cluster-pair list (:mod:`jaxpot.partition`): the (E, 2) atom pairs the
         list's tiles must leave out (exclusions and 1-4 pairs the potential
         handles itself); None for potentials that read only pair lists.
     """

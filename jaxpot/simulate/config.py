@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from ..clusters import NEIGHBOR_LAYOUTS
+from ..partition import NEIGHBOR_LAYOUTS
 from ..config import Key, Table, at_least, non_negative, positive
 from ..errors import InputError
 from ..system import System, from_ase

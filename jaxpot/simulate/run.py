@@ -87,7 +87,7 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
     config["potential"] = {**config["potential"], **pot.config}
     if pot.cutoff > 0:
         if system.periodic and pot.neighbor_images == "minimum":
-            from ..neighbors import cutoff_scheme_hint
+            from ..partition import cutoff_scheme_hint
             from ..space import perpendicular_widths
             if perpendicular_widths(np.asarray(system.cell)).min() < 2 * pot.cutoff:
                 _note(f"{cutoff_scheme_hint(np.asarray(system.cell), pot.cutoff)}; "

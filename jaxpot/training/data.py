@@ -15,7 +15,7 @@ atoms have atomic number 0 (the padding convention of every jaxpot model),
 padding pair slots are masked, and padding structures have weight 0.
 Neighbor lists are built once on the host (positions of training data do
 not move) with :func:`ase.neighborlist.primitive_neighbor_list`, as half
-lists with integer image shifts like :mod:`jaxpot.neighbors`.
+lists with integer image shifts like :mod:`jaxpot.partition`.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..ml.data_defaults import dataset_species  # noqa: F401  (re-exported)
-from ..neighbors import NeighborList
+from ..partition import NeighborList
 from ..partition.host import half_pairs
 from ..potentials.base import Context
 from ..system import InputError

@@ -57,7 +57,7 @@ Refused with an InputError naming the reason: constraints (build the System
 with ``constraints=None, rigidWater=False``), virtual sites, any other force
 or custom expression, global parameters and parameter offsets, LJPME.
 
-Parameters: a :class:`~jaxpot.potentials.classical.ForceFieldParams` pytree
+Parameters: a :class:`~jaxpot.forcefield.ForceFieldParams` pytree
 (trainable with optax, savable, shared by all PIMD beads); when an extra
 term is needed the params are the tuple ``(ForceFieldParams, extra dict)``
 of :func:`jaxpot.potentials.base.sum_potentials`.

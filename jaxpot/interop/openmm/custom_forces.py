@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ... import units
-from ...potentials import classical as cl
+from ... import forcefield as cl
 from ...potentials.base import Potential, esum
 from ...system import InputError
 

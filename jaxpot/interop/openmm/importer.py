@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ... import units
-from ...potentials import classical as cl
+from ... import forcefield as cl
 from ...potentials.base import Potential, sum_potentials
 from ...system import InputError
 from .custom_forces import _extra_potential, _read_custom_torsion, _read_lj14

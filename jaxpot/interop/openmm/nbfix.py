@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import units
-from ...potentials import classical as cl
+from ... import forcefield as cl
 from ...system import InputError
 from .custom_forces import _NBFIX, _no_globals, _norm_expr, _per_item_names
 from .system_io import _num, _openmm
