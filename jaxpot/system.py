@@ -15,6 +15,7 @@ from flax import struct
 from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 
 from .errors import InputError  # noqa: F401  (re-exported: the data model raises it)
+from .space import minimum_image
 
 
 def positive_number(name: str, value, unit: str) -> float:
@@ -132,9 +133,7 @@ def check_min_distance(system: System, min_distance: float = 0.5) -> None:
     for start in range(0, n, 512):
         d = pos[start:start + 512, None, :] - pos[None, :, :]
         if system.periodic:
-            f = d @ inv
-            f -= np.round(f)
-            d = f @ cell
+            d = np.asarray(minimum_image(d, cell, inv))
         r = np.linalg.norm(d, axis=-1)
         ii = np.arange(start, min(start + 512, n))
         r[np.arange(len(ii)), ii] = np.inf
