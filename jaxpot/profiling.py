@@ -254,7 +254,9 @@ class HloCounts:
         """The scalar counts (JSON-ready)."""
         keys = ("kernels", "kernels_min", "host_transfers", "per_step", "per_step_min",
                 "per_step_host_transfers", "per_step_average", "steps")
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        out["unknown_trip_loops"] = len(self.unknown_trip_loops)
+        return out
 
 
 def count_hlo_text(text: str, steps: int | None = None, step_depth: int = 2) -> HloCounts:

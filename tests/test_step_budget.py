@@ -132,3 +132,27 @@ def test_counter_sees_the_step_loop_and_host_callbacks():
     # a module without loops: no step loop, counts of the entry alone
     plain = count_hlo_text(jax.jit(lambda x: jnp.sin(x) + 1).lower(jnp.ones(4)).compile().as_text())
     assert plain.per_step is None and plain.host_transfers == 0 and plain.kernels >= 1
+
+
+@pytest.mark.slow   # ~2-4 min on 2 CPU cores; run with -m slow
+def test_bench_gpu_smoke_run_writes_its_table(tmp_path):
+    """``experiments/bench_gpu.py --smoke`` runs every row at tiny sizes and writes its json and md."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_gpu.py"), "--smoke", "--villin",
+                    "--max-seconds", "1000", "--out", str(tmp_path)], check=True, env=env, timeout=900)
+    data = json.loads((tmp_path / "bench_gpu_smoke.json").read_text())
+    assert (tmp_path / "bench_gpu_smoke.md").read_text().startswith("# GPU table")
+    assert {"date", "device", "machine", "versions", "smoke", "elapsed_s", "command"} <= set(data["meta"])
+    assert {"jax", "jaxlib", "openmm", "torch", "mace-torch"} <= set(data["meta"]["versions"])
+    measured = [r for r in data["rows"] if "jaxpot" in r]
+    assert {r["workload"].split(" ")[0] for r in measured} >= {"q-TIP4P/F", "mace", "nequip"}
+    assert sum("beads" in r["workload"] for r in measured) == 2
+    for r in measured:
+        j = r["jaxpot"]
+        assert {"compile_s", "counts"} <= set(j) and ("steps_per_s" in j or "ms" in j), r["workload"]
+        assert {"kernels", "per_step", "per_step_min", "host_transfers"} <= set(j["counts"])
+        assert j["counts"]["host_transfers"] == 0, r["workload"]
+        assert "ratio" in r
