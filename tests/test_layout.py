@@ -26,7 +26,7 @@ LAYERS = {
     # L0 core
     "jaxpot": 0,   # the package root: a lazy table of names, it imports nothing of jaxpot
     "jaxpot.units": 0, "jaxpot.system": 0, "jaxpot.errors": 0, "jaxpot.space": 0,
-    "jaxpot.mapping": 0, "jaxpot.runtime": 0, "jaxpot.config": 0,
+    "jaxpot.mapping": 0, "jaxpot.runtime": 0, "jaxpot.config": 0, "jaxpot.profiling": 0,
     # L1 neighbor lists and dynamics
     "jaxpot.partition": 1,
     "jaxpot.dynamics": 1,
