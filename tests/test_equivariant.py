@@ -32,7 +32,7 @@ import jaxpot  # noqa: F401  (float64)
 from jaxpot import io
 from jaxpot.partition import NeighborList
 from jaxpot.potentials import build_potential
-from jaxpot.ml import equivariant as eq
+from jaxpot import ml as eq
 from jaxpot.potentials.base import Context, energy_and_forces, energy_forces_stress
 from jaxpot.system import InputError, System, default_masses, species_from_symbols
 

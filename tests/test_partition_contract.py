@@ -15,8 +15,7 @@ from ase.build import bulk
 from jaxpot.partition import (ClusterListFns, ClusterNeighborList, NeighborFns, NeighborList, NeighborListFns,
                               NeighborListLike, cluster_list, neighbor_list)
 from jaxpot.partition import exclusions as px
-from jaxpot import forcefield as cl
-from jaxpot.system import InputError
+from jaxpot.errors import InputError
 
 RC, SKIN = 3.5, 0.5
 
@@ -79,14 +78,17 @@ def test_neighbor_fns_satisfy_the_contract(which):
 def test_the_partition_layer_imports_no_potential():
     code = ("import sys, jaxpot.partition; "
             "bad = sorted(m for m in sys.modules if m.startswith('jaxpot.') and "
-            "not m.startswith(('jaxpot.partition', 'jaxpot.space', 'jaxpot.system'))); "
+            "not m.startswith(('jaxpot.partition', 'jaxpot.space', 'jaxpot.system', 'jaxpot.errors'))); "
             "print(bad); sys.exit(1 if bad else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("case", ["near", "far", "empty"])
-def test_exclusions_match_the_force_field_copies(case):
+def test_exclusion_lookup_matches_the_excluded_set_by_brute_force(case):
+    """The one exclusion lookup (bit mask within 256 indices, sorted keys beyond)
+    answers (i, j) -> excluded exactly for the given pairs, both orders, and
+    never for the padding index n."""
     n = 300
     rng = np.random.default_rng(1)
     i = rng.integers(0, n - 3, 60)
@@ -97,21 +99,16 @@ def test_exclusions_match_the_force_field_copies(case):
         excluded = np.concatenate([np.stack([i, i + 1], axis=1), [[2, 2 + 257], [n - 1, 0]]])
     else:
         excluded = np.zeros((0, 2), np.int64)
-    assert px._EXCLUSION_BITS_MAX == cl._EXCLUSION_BITS_MAX
-
-    ours, theirs = px.exclusion_bitmask(n, excluded), cl.exclusion_bitmask(n, excluded)
-    assert (ours is None) == (theirs is None) == (case != "near")
-    if ours is not None:
-        assert np.array_equal(ours[0], theirs[0]) and ours[1] == theirs[1]
-        a, b = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-        assert np.array_equal(np.asarray(px.excluded_pairs_lookup(ours, jnp.asarray(a), jnp.asarray(b))),
-                              np.asarray(cl.excluded_pairs_lookup(theirs, jnp.asarray(a), jnp.asarray(b))))
-
+    mask = px.exclusion_bitmask(n, excluded)
+    assert (mask is None) == (case != "near")
+    want = np.zeros((n + 1, n + 1), bool)
+    for p, q in excluded.tolist():
+        want[p, q] = want[q, p] = True
     a, b = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")   # index n: padding
+    if mask is not None:
+        got = np.asarray(px.excluded_pairs_lookup(mask, jnp.asarray(a[:n, :n]), jnp.asarray(b[:n, :n])))
+        assert np.array_equal(got, want[:n, :n])
     got = np.asarray(px.exclusion_lookup(n, excluded)(jnp.asarray(a), jnp.asarray(b)))
-    want = np.asarray(cl.exclusion_lookup(n, excluded)(jnp.asarray(a), jnp.asarray(b)))
-    assert np.array_equal(got, want) and got.sum() == 2 * len({tuple(sorted(p)) for p in excluded.tolist()})
-
-    for mod in (px, cl):
-        with pytest.raises(InputError, match="with itself"):
-            mod.exclusion_bitmask(n, [[3, 3]])
+    assert np.array_equal(got, want)
+    with pytest.raises(InputError, match="with itself"):
+        px.exclusion_bitmask(n, [[3, 3]])
