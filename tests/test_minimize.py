@@ -73,7 +73,7 @@ def _cli(*args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_cli_not_converged_warns_and_exits_zero_and_refusals(tmp_path):
+def test_cli_not_converged_warns_and_exits_zero_and_refuses_an_existing_directory(tmp_path):
     import tomli_w
 
     cfg = _config(tmp_path, steps=2, fmax=1e-6)
@@ -84,8 +84,74 @@ def test_cli_not_converged_warns_and_exits_zero_and_refusals(tmp_path):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["converged"] is False
     proc = _cli("minimize", "min.toml", cwd=tmp_path)          # existing directory: refused, one line
     assert proc.returncode == 2 and "exists and is not empty" in proc.stderr
-    assert len([ln for ln in proc.stderr.splitlines() if ln.strip()]) == 1
-    cfg["minimize"]["optimizer"] = "newton"
-    (tmp_path / "bad.toml").write_text(tomli_w.dumps(cfg))
-    proc = _cli("minimize", "bad.toml", "--overwrite", cwd=tmp_path)
-    assert proc.returncode == 2 and "unknown optimizer" in proc.stderr and "Traceback" not in proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if ln.strip()]) == 1 and "Traceback" not in proc.stderr
+
+
+# ---- trajectory.extxyz with [output] velocities / forces (issue 25, part 2) ----
+
+ARGON = {"kind": "lj", "epsilon": 0.0104, "sigma": 3.40, "cutoff": 8.5}
+
+
+def _argon_md(directory, **md):
+    return {"system": {"build": {"kind": "bulk", "name": "Ar", "crystalstructure": "fcc", "a": 5.26,
+                                 "cubic": True, "repeat": [2, 2, 2]}},
+            "potential": dict(ARGON),
+            "md": {"temperature": 80.0, "timestep": 5.0, "steps": 20, "block_steps": 10, **md},
+            "output": {"directory": str(directory), "every": 5, "velocities": True, "forces": True,
+                       **({"all_beads": True} if md.get("ensemble") == "pimd" else {})}}
+
+
+_CALC = []
+
+
+def _reference_forces(atoms):
+    """Forces (eV/A) of ``atoms`` through the ASE calculator (one, compiled once)."""
+    from jaxpot.interop.ase import JaxpotCalculator
+
+    if not _CALC:
+        _CALC.append(JaxpotCalculator(dict(ARGON)))
+    atoms = atoms.copy()
+    atoms.calc = _CALC[0]
+    return atoms.get_forces()
+
+
+def test_trajectory_carries_velocities_and_forces_that_ase_reads(tmp_path):
+    from jaxpot import io
+    from jaxpot.dynamics import quantity
+    from jaxpot.simulate import run_md
+
+    run_md(_argon_md(tmp_path / "nvt"), progress=False)
+    frames = read(tmp_path / "nvt" / "trajectory.extxyz", index=":")
+    thermo = io.read_thermo(tmp_path / "nvt" / "thermo.csv")
+    assert [a.info["step"] for a in frames] == [5, 10, 15, 20]
+    for k, a in enumerate(frames):
+        v = a.arrays["velocities"]                                  # A/fs
+        assert v.shape == (len(a), 3) and np.all(np.isfinite(v))
+        kin = float(quantity.kinetic_energy(a.get_masses()[:, None] * v, a.get_masses()))
+        assert kin == pytest.approx(thermo["kinetic_energy_eV"][k], rel=1e-6)
+        np.testing.assert_allclose(a.get_forces(), _reference_forces(a), atol=1e-6)   # eV/A
+    # off by default: positions only
+    from jaxpot.simulate import OUTPUT_DEFAULTS
+    from jaxpot.simulate.output import write_frames
+
+    assert OUTPUT_DEFAULTS["velocities"] is False and OUTPUT_DEFAULTS["forces"] is False
+    from ase import Atoms
+
+    template = Atoms(frames[0].numbers, frames[0].positions, cell=frames[0].cell, pbc=True)
+    write_frames(tmp_path / "plain.extxyz", template, np.stack([template.positions]), np.array([5]), 5.0)
+    a = read(tmp_path / "plain.extxyz")
+    assert "velocities" not in a.arrays and a.calc is None
+
+
+def test_pimd_trajectory_carries_centroid_velocities_and_forces(tmp_path):
+    from jaxpot.simulate import run_md
+
+    run_md(_argon_md(tmp_path / "pimd", ensemble="pimd", beads=2), progress=False)
+    frames = read(tmp_path / "pimd" / "trajectory.extxyz", index=":")
+    beads = read(tmp_path / "pimd" / "trajectory_beads.extxyz", index=":")
+    assert len(frames) == 4 and len(beads) == 8
+    for k, a in enumerate(frames):
+        assert a.arrays["velocities"].shape == (len(a), 3) and np.all(np.isfinite(a.arrays["velocities"]))
+        bead_forces = np.mean([_reference_forces(b) for b in beads[2 * k:2 * k + 2]], axis=0)
+        np.testing.assert_allclose(a.get_forces(), bead_forces, atol=1e-6)
+        assert "velocities" not in beads[2 * k].arrays
