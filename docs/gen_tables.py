@@ -18,7 +18,7 @@ and of ``jaxpot train``): the source is the module that declares it, or
 
 The tables are discovered, none is listed here: every module-level
 :class:`~jaxpot.config.Table` of :mod:`jaxpot.simulate.config` (when that
-module exists) and :mod:`jaxpot.training.config`, and the ``table`` of every
+module exists), :mod:`jaxpot.minimize` and :mod:`jaxpot.training.config`, and the ``table`` of every
 potential kind's :class:`~jaxpot.potentials.registry.KindSpec` that has one.
 tests/test_config_tables.py checks that docs/config.md is in sync and shows
 every table discovered here.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_MD = ROOT / "docs" / "config.md"
-CONFIG_MODULES = ("jaxpot.simulate.config", "jaxpot.training.config")
+CONFIG_MODULES = ("jaxpot.simulate.config", "jaxpot.minimize", "jaxpot.training.config")
 BEGIN = "<!-- BEGIN GENERATED TABLE: {} -->"
 END = "<!-- END GENERATED TABLE -->"
 _BLOCK = re.compile(r"^<!-- BEGIN GENERATED TABLE: (?P<label>.+?) -->\n(?P<body>.*?)^" + re.escape(END) + r"$",

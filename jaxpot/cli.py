@@ -1,4 +1,4 @@
-"""Command line: ``jaxpot md|demo|train|eval`` (see docs/cli.md).
+"""Command line: ``jaxpot md|minimize|demo|train|eval`` (see docs/cli.md).
 
 Every command exits non-zero with a one-line reason on bad input and never
 overwrites an existing run directory unless ``--overwrite`` is given.
@@ -36,6 +36,18 @@ def _md(args) -> int:
 
     summary, out_dir = _run_verb(args, run_md, "md", "RUN_DIR", "runs/md")
     print_summary(summary, out_dir)
+    return 0
+
+
+def _minimize(args) -> int:
+    from . import io
+    from .minimize import print_minimize_summary, run_minimize
+
+    config = io.read_toml(args.config)
+    if args.directory:
+        config.setdefault("minimize", {})["directory"] = args.directory
+    summary = run_minimize(config, overwrite=args.overwrite, base_dir=Path(args.config).resolve().parent)
+    print_minimize_summary(summary, config.get("minimize", {}).get("directory", "runs/minimize"))
     return 0
 
 
@@ -90,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--directory", help="override [output].directory")
     md.add_argument("--no-progress", action="store_true", help="no progress bar")
     md.set_defaults(fn=_md)
+    mn = sub.add_parser("minimize", help="relax a structure (ASE FIRE, BFGS or LBFGS) from a TOML file")
+    mn.add_argument("config", help="configuration (TOML): [system], [potential], [minimize]")
+    mn.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    mn.add_argument("--directory", help="override [minimize].directory")
+    mn.set_defaults(fn=_minimize)
     demo = sub.add_parser("demo", help="the built-in showcase: runs with no files at all")
     demo.add_argument("--directory", default="runs/demo")
     demo.add_argument("--overwrite", action="store_true")

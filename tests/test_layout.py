@@ -43,7 +43,7 @@ LAYERS = {
     # L4 builders and files
     "jaxpot.build": 4, "jaxpot.io": 4, "jaxpot.tomlio": 0,
     # L5 drivers and bridges
-    "jaxpot.simulate": 5, "jaxpot.training": 5, "jaxpot.interop": 5,
+    "jaxpot.simulate": 5, "jaxpot.minimize": 5, "jaxpot.training": 5, "jaxpot.interop": 5,
     # L6 entry points
     "jaxpot.cli": 6, "jaxpot.demo": 6,
 }

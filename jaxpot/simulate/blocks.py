@@ -14,9 +14,12 @@ import jax.numpy as jnp
 from .engines import Engine
 
 
-def make_block(engine: Engine, nbr_fns, cell, every: int, rows: int, write_beads: bool = False):
+def make_block(engine: Engine, nbr_fns, cell, every: int, rows: int, write_beads: bool = False,
+               arrays: tuple = ()):
     """The jit-able block of ``every * rows`` steps that ``run_md`` compiles:
     ``block((state, nbr)) -> ((state, nbr), (rows of observables, frames))``.
+    With ``arrays`` (names of ``Engine.frame_arrays``: ``"velocities"``,
+    ``"forces"``) each frame is ``(positions, {name: (N, 3) array})``.
 
     The neighbor list is updated inside every step (rebuilt on device when an
     atom moved more than skin/2); observables are reduced on device once per
@@ -43,6 +46,8 @@ def make_block(engine: Engine, nbr_fns, cell, every: int, rows: int, write_beads
         else:
             carry, _ = jax.lax.scan(one_step, carry, None, length=every)
         frame = engine.beads(carry[0]) if write_beads else engine.frame(carry[0])
+        if arrays:
+            frame = (frame, {name: engine.frame_arrays[name](carry[0]) for name in arrays})
         return carry, (engine.observe(*carry), frame)
 
     def block(carry):

@@ -80,6 +80,10 @@ OUTPUT_TABLE = Table("[output]", (
         "unless --overwrite)"),
     Key("every", int, 10, "", "steps between thermo rows and trajectory frames", check=at_least(1)),
     Key("all_beads", bool, False, "", "PIMD: also write every bead to trajectory_beads.extxyz"),
+    Key("velocities", bool, False, "", "add each atom's velocity (A/fs) to trajectory.extxyz frames "
+        "(array `velocities`; PIMD: of the centroid)"),
+    Key("forces", bool, False, "", "add each atom's force (eV/A) to trajectory.extxyz frames (array "
+        "`forces`; PIMD: the bead-averaged force on the centroid)"),
 ), doc="What the run writes, and how often.")
 
 PIMD_ONLY = {"md": ("pile_lambda", "splitting", "propagator", "centroid_thermostat", "devices", "bead_batch",

@@ -43,6 +43,9 @@ class Engine:
     # between observed rows then leave the energy unused, and XLA drops its
     # evaluation from the force pass (None: every step computes it)
     without_energy: Callable | None = None
+    # per-atom arrays a trajectory frame may carry: name -> state -> (N, 3)
+    # (velocities A/fs, forces eV/A; PIMD: of the centroid)
+    frame_arrays: dict | None = None
 
 
 def _element_groups(system: System):
@@ -116,9 +119,10 @@ def classical_engine(pot, params, system, context, md, velocities=None) -> Engin
     if periodic:
         columns.append("pressure_bar")
     skip = without_potential_energy if system.n_atoms >= FORCES_ONLY_MIN_ATOMS else None
+    arrays = {"velocities": lambda s: s.momenta / s.masses[:, None], "forces": lambda s: s.forces}
     return Engine(init=init, step=lambda s, nbr: step_fn(s, neighbors=nbr), observe=observe,
                   frame=lambda s: s.positions, nbr_positions=lambda s: (s.positions, None),
-                  columns=tuple(columns), without_energy=skip), elements, n_dof
+                  columns=tuple(columns), without_energy=skip, frame_arrays=arrays), elements, n_dof
 
 
 def pimd_engine(pot, params, system, context, md) -> Engine:
@@ -192,9 +196,13 @@ def pimd_engine(pot, params, system, context, md) -> Engine:
         return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
     skip = without_bead_energies if system.n_atoms * n_beads >= FORCES_ONLY_MIN_ATOMS else None
+    # centroid velocity (bead-averaged momentum / mass, A/fs) and the force on the centroid (bead average, eV/A)
+    arrays = {"velocities": lambda s: jnp.mean(s.momenta, axis=-3) / s.masses[:, None],
+              "forces": lambda s: jnp.mean(s.forces, axis=-3)}
     return Engine(init=init, step=lambda s, nbr: step_fn(s, neighbors=nbr), observe=observe,
                   frame=frame, nbr_positions=nbr_positions, columns=columns,
-                  beads=lambda s: s.positions, place=place, shard=shard, without_energy=skip), elements, n_dof
+                  beads=lambda s: s.positions, place=place, shard=shard, without_energy=skip,
+                  frame_arrays=arrays), elements, n_dof
 
 
 def _bead_mesh(n_beads: int, devices: int):

@@ -48,11 +48,17 @@ def write_rows(thermo, rows, steps_here, dt, el_names, columns, n):
     thermo.write(out)
 
 
-def write_frames(path, template, frames, steps_here, dt):
+def write_frames(path, template, frames, steps_here, dt, arrays=None):
     """Frames (F, N, 3), or (F, P, N, 3) for all beads (one extxyz frame per
-    bead, with ``bead`` in its info)."""
+    bead, with ``bead`` in its info). ``arrays``: name -> (F, N, 3) per-atom
+    arrays of (F, N, 3) frames: ``velocities`` (A/fs) goes in as an extxyz
+    array of that name, ``forces`` (eV/A) as the frame's forces (ase.io.read
+    gives ``atoms.arrays["velocities"]`` and ``atoms.get_forces()``)."""
     if len(frames) == 0:
         return
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    arrays = arrays or {}
     atoms_list = []
     for k, pos in enumerate(frames):
         beads = pos[None] if pos.ndim == 2 else pos
@@ -62,6 +68,11 @@ def write_frames(path, template, frames, steps_here, dt):
             a.info = {"step": int(steps_here[k]), "time_fs": float(steps_here[k] * dt)}
             if pos.ndim == 3:
                 a.info["bead"] = b
+            elif arrays:
+                if "velocities" in arrays:
+                    a.new_array("velocities", np.asarray(arrays["velocities"][k], dtype=np.float64))
+                if "forces" in arrays:
+                    a.calc = SinglePointCalculator(a, forces=np.asarray(arrays["forces"][k], dtype=np.float64))
             atoms_list.append(a)
     io.append_frames(path, atoms_list)
 

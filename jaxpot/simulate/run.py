@@ -130,7 +130,8 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
         io.truncate_trajectory(run_dir / "trajectory_beads.extxyz", start_step)
 
     write_beads = bool(out["all_beads"]) and engine.beads is not None
-    block_jit = jax.jit(make_block(engine, nbr_fns, system.cell, every, rows, write_beads))
+    frame_arrays = tuple(k for k in ("velocities", "forces") if out[k])
+    block_jit = jax.jit(make_block(engine, nbr_fns, system.cell, every, rows, write_beads, frame_arrays))
     t0 = time.perf_counter()
     compiled = block_jit.lower((state, nbr)).compile()
     compile_seconds = time.perf_counter() - t0
@@ -160,18 +161,21 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
                 compile_seconds += time.perf_counter() - t0
                 continue
             block_rows = {k: np.asarray(v) for k, v in block_rows.items()}
+            frames, arrays = frames if frame_arrays else (frames, {})
             frames = np.asarray(frames)
+            arrays = {k: np.asarray(v) for k, v in arrays.items()}
             steps_here = every * (np.arange(rows) + 1) + step
             good = np.isfinite(block_rows["potential_energy_eV"]) & np.isfinite(block_rows["conserved_eV"])
             n_good = int(np.argmin(good)) if not good.all() else rows
             write_rows(thermo, block_rows, steps_here, dt, el_names, engine.columns, n_good)
             if write_beads:
                 write_frames(run_dir / io.TRAJECTORY, positions_atoms, frames[:n_good].mean(axis=1),
-                             steps_here, dt)
+                             steps_here, dt, {k: v[:n_good] for k, v in arrays.items()})
                 write_frames(run_dir / "trajectory_beads.extxyz", positions_atoms, frames[:n_good],
                              steps_here, dt)
             else:
-                write_frames(run_dir / io.TRAJECTORY, positions_atoms, frames[:n_good], steps_here, dt)
+                write_frames(run_dir / io.TRAJECTORY, positions_atoms, frames[:n_good], steps_here, dt,
+                             {k: v[:n_good] for k, v in arrays.items()})
             if n_good < rows:
                 save_state(run_dir, (state, nbr), step, nbr, compile_seconds, run_seconds, steps_timed)
                 raise SimulationError(
