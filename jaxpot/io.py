@@ -113,6 +113,9 @@ def truncate_trajectory(path, last_step: int) -> None:
     if not Path(path).exists():
         return
     frames = [a for a in read(path, index=":") if int(a.info.get("step", 0)) <= last_step]
+    if not frames:
+        Path(path).unlink()
+        return
     from ase.io import write
 
     with atomic_open(path, "w") as fh:

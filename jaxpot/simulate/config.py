@@ -70,7 +70,7 @@ MD_TABLE = Table("[md]", (
     Key("max_temperature_factor", float, 5.0, "", "stop when the temperature of a thermo row exceeds this "
         "multiple of the target (nve: of the larger of the target and the starting temperature; below 20 "
         "degrees of freedom, of that temperature times 20 / dof); 0 = off", check=non_negative),
-    Key("max_drift_eV_per_atom", float, 1.0, "eV", "stop when the conserved quantity of a thermo row "
+    Key("max_drift_eV_per_atom", float, 1.0, "eV/atom", "stop when the conserved quantity of a thermo row "
         "differs from its value at the start of the block by more than this per atom; 0 = off",
         check=non_negative),
     Key("max_force_eV_per_A", float, 1000.0, "eV/A", "stop when a force on an atom (any bead) exceeds this "

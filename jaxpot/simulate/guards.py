@@ -10,11 +10,21 @@ key (0 turns it off):
   multiple of the reference temperature (the target; with ``nve`` the larger
   of the target and the starting temperature). A system of k < 20 degrees of
   freedom fluctuates more (the kinetic energy is chi-squared with k degrees
-  of freedom: P(T > 5 T0) is 2e-3 for k = 3, 3e-7 for k = 20), so the bound
+  of freedom: P(T > 5 T0) is 2e-3 for k = 3, 1e-12 for k = 20), so the bound
   is multiplied by 20 / k there.
 - ``max_drift_eV_per_atom``: |conserved - conserved at the block's start| / N.
 - ``max_force_eV_per_A``: the largest force on an atom (any bead) over every
   step of the row.
+
+Why these defaults (5, 1 eV/atom, 1000 eV/A) cannot trip a well-behaved
+run: with k >= 20 degrees of freedom a thermostatted or equilibrium
+temperature exceeds 5 T0 with probability below 1e-12 per row (chi-squared);
+1 eV/atom is about 40 kT at 300 K, while a stable integration drifts by
+meV/atom over a block; forces in condensed matter at MD temperatures are
+below ~10 eV/A, and ``[md] min_distance`` already refuses overlapping starts.
+The runs of the test suite and ``jaxpot demo`` do not trip them (checked).
+A very low target temperature with an unrelaxed start can exceed 5 x the
+target while the structure relaxes: raise the factor or set it to 0.
 
 The quantities are reductions computed inside the jit-compiled block
 (:func:`block_start`, :func:`row_extras`); :func:`first_trip` reads them on
@@ -27,7 +37,7 @@ import numpy as np
 
 from .. import units
 
-MIN_GUARD_DOF = 20
+MIN_GUARD_DOF = 20  # P(chi2_k / k > 5) ~ 1e-12 at k = 20
 """Below this many degrees of freedom the temperature bound is widened by MIN_GUARD_DOF / dof."""
 
 CONSERVED_START = "guard_conserved_start_eV"
