@@ -27,6 +27,7 @@ def atomic_open(path, mode: str = "wb", **kwargs):
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _mode(path))    # mkstemp makes 0600; keep what open() would give
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -39,6 +40,16 @@ def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as fh:
         fh.write(data)
+
+
+def _mode(path: Path) -> int:
+    """The permission bits of ``path`` if it exists, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_directory(directory) -> None:

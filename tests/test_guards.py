@@ -156,6 +156,12 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
             fh.write("new, half")
             raise RuntimeError("disk full")
     assert f.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+    g = tmp_path / "new.json"
+    with atomic_open(g, "w") as fh:
+        fh.write("{}")
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    assert g.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_sigint_ends_md_cleanly_with_how_to_continue(tmp_path):
