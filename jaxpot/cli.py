@@ -9,7 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import InputError, SimulationError
+from .errors import InputError, Interrupted, SimulationError
+
+INTERRUPTED_EXIT = 130
+"""Exit code after SIGINT or SIGTERM (128 + SIGINT, as shells report Ctrl-C)."""
 
 
 def _run_verb(args, fn, verb: str, restart_what: str, default_dir: str):
@@ -136,6 +139,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
+    except Interrupted as err:
+        print(f"jaxpot: {err}", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except KeyboardInterrupt:
+        print("jaxpot: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
     except InputError as err:
         print(f"jaxpot: error: {err}", file=sys.stderr)
         return 2

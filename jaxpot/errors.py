@@ -13,3 +13,7 @@ class InputError(ValueError):
 
 class SimulationError(RuntimeError):
     """A run that had to stop (non-finite energies, ...); outputs are kept."""
+
+
+class Interrupted(SimulationError):
+    """A run stopped by SIGINT or SIGTERM; outputs and the last checkpoint are kept."""

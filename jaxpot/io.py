@@ -3,7 +3,11 @@
 Files are described in ``docs/outputs.md``: ``thermo.csv`` (one row every ``every``
 steps), ``trajectory.extxyz``, ``checkpoint.npz`` (exact restart),
 ``config.toml`` (the resolved configuration) and ``summary.json``.
-Everything is written so that a run that dies midway keeps what it wrote.
+Everything is written so that a run that dies midway keeps what it wrote:
+rows and frames are appended and flushed, and the checkpoint, config and
+summary are replaced atomically (:mod:`jaxpot.files`), so a ``kill -9`` at
+any moment leaves the last complete checkpoint readable. A damaged
+checkpoint is an InputError that names the file.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import numpy as np
 import jax
 
 from .errors import InputError
+from .files import atomic_open
 
 THERMO = "thermo.csv"
 TRAJECTORY = "trajectory.extxyz"
@@ -80,9 +85,17 @@ def truncate_thermo(path, last_step: int) -> None:
     """Drop rows after ``last_step`` (before appending on restart)."""
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
-    keep = [rows[0]] + [r for r in rows[1:] if int(float(r[0])) <= last_step]
-    with open(path, "w", newline="") as fh:
+    keep = [rows[0]] + [r for r in rows[1:] if _row_step(r) <= last_step]
+    with atomic_open(path, "w", newline="") as fh:
         csv.writer(fh).writerows(keep)
+
+
+def _row_step(row) -> float:
+    """The step of a thermo row; inf for a row cut short by a crash (dropped)."""
+    try:
+        return float(row[0])
+    except (IndexError, ValueError):
+        return float("inf")
 
 
 def append_frames(path, atoms_list) -> None:
@@ -100,27 +113,40 @@ def truncate_trajectory(path, last_step: int) -> None:
     if not Path(path).exists():
         return
     frames = [a for a in read(path, index=":") if int(a.info.get("step", 0)) <= last_step]
-    Path(path).unlink()
-    if frames:
-        append_frames(path, frames)
+    if not frames:
+        Path(path).unlink()
+        return
+    from ase.io import write
+
+    with atomic_open(path, "w") as fh:
+        write(fh, frames, format="extxyz")
 
 
 def save_checkpoint(path, carry, meta: dict) -> None:
     """Leaves of a pytree plus JSON metadata, written atomically."""
     leaves = jax.tree_util.tree_leaves(carry)
     arrays = {f"leaf{k:05d}": np.asarray(x) for k, x in enumerate(leaves)}
-    tmp = Path(str(path) + ".tmp.npz")
-    np.savez(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
 
 
 def load_checkpoint(path):
-    """(list of leaves, meta dict)."""
+    """(list of leaves, meta dict); InputError naming the file when it is
+    missing, truncated or not a jaxpot checkpoint."""
     if not Path(path).exists():
         raise InputError(f"no checkpoint in {Path(path).parent}")
-    with np.load(path) as z:
-        meta = json.loads(bytes(z["__meta__"]).decode())
-        leaves = [z[k] for k in sorted(k for k in z.files if k.startswith("leaf"))]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "__meta__" not in z.files:
+                raise ValueError("no __meta__ entry")
+            meta = json.loads(bytes(z["__meta__"]).decode())
+            if not isinstance(meta, dict) or "step" not in meta:
+                raise ValueError("metadata without 'step'")
+            leaves = [z[k] for k in sorted(k for k in z.files if k.startswith("leaf"))]
+    except Exception as err:   # zipfile, zlib, numpy and json raise many kinds
+        reason = (str(err).splitlines() or [""])[0] or type(err).__name__
+        raise InputError(f"{path} is not a readable jaxpot checkpoint (truncated or damaged: {reason}); "
+                         f"start the run again without --restart") from None
     return leaves, meta
 
 
@@ -138,6 +164,7 @@ def restore_like(template, leaves):
 
 
 def write_json(path, data) -> None:
-    with open(path, "w") as fh:
+    """``data`` as indented JSON, written atomically."""
+    with atomic_open(path, "w") as fh:
         json.dump(data, fh, indent=2)
         fh.write("\n")

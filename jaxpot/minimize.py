@@ -27,7 +27,7 @@ import numpy as np
 from . import io
 from .config import Key, Table, at_least, positive
 from .errors import InputError
-from .simulate.config import SYSTEM_TABLE, load_atoms
+from .simulate.config import load_atoms, resolve_structure
 
 OPTIMIZERS = ("fire", "bfgs", "lbfgs")
 
@@ -55,15 +55,7 @@ def resolve_minimize_config(config: dict) -> dict:
     """Fill defaults and validate a ``jaxpot minimize`` configuration; a new
     dict. InputError naming the table and key on any bad entry."""
     config = copy.deepcopy(config)
-    unknown = sorted(set(config) - set(TOP_LEVEL))
-    if unknown:
-        raise InputError(f"unknown key(s) in top level: {', '.join(unknown)} (allowed: {', '.join(TOP_LEVEL)})")
-    for sect in ("system", "potential"):
-        if sect not in config:
-            raise InputError(f"configuration has no [{sect}] table")
-    system = SYSTEM_TABLE.resolve(config["system"])
-    if (system["file"] is None) == (system["build"] is None):
-        raise InputError("[system] needs exactly one of 'file' or 'build'")
+    system = resolve_structure(config, TOP_LEVEL)
     if not isinstance(config["potential"], dict):
         raise InputError("[potential] must be a table")
     config["system"] = system

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .files import atomic_open
 
 
 def read_toml(path) -> dict:
@@ -38,5 +39,5 @@ def write_toml(path, data: dict) -> None:
             return x.item()
         return x
 
-    with open(path, "wb") as fh:
+    with atomic_open(path, "wb") as fh:   # all of the file or none of it
         tomli_w.dump(clean(data), fh)

@@ -129,6 +129,8 @@ def test_blow_up_stops_with_reason_and_keeps_rows_and_checkpoint(tmp_path):
     cfg["potential"] = {"kind": "harmonic", "k": 1000.0}
     cfg["system"] = {"build": {"kind": "molecule", "name": "CH4"}}   # no cell: the tether is unbounded
     cfg["md"].update(ensemble="nve", thermostat="none")
+    # the physical sanity guards (issue 24) would stop this first: off, to reach the non-finite check
+    cfg["md"].update(max_temperature_factor=0.0, max_drift_eV_per_atom=0.0, max_force_eV_per_A=0.0)
     with pytest.raises(SimulationError, match="non-finite energy at step"):
         run_md(cfg, progress=False)
     d = tmp_path / "run"

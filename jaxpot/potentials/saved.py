@@ -7,6 +7,8 @@ A model directory (written by ``jaxpot train``; docs/outputs.md) holds
 - ``params.msgpack``: the parameters as a flax state dict in msgpack, a
   portable format readable without jaxpot (``flax.serialization``).
 
+Both files are written atomically (:mod:`jaxpot.files`); a truncated or
+foreign ``params.msgpack`` is an InputError that names it.
 Loading rebuilds the potential from its configuration, initialises a
 template of its parameters and fills it from the file, so a file whose
 structure does not match the configuration is an error, not a silent mix.
@@ -21,6 +23,7 @@ import numpy as np
 from flax import serialization
 
 from ..config import Key, Table
+from ..files import atomic_write_bytes
 from ..system import InputError
 from ..tomlio import read_toml, write_toml
 from .base import Potential, check_species, esum, species_index_table
@@ -51,7 +54,7 @@ def save_model(directory, potential_config: dict, params, metadata: dict | None 
     meta.update(metadata or {})
     write_toml(directory / MODEL_FILE, {"model": meta, "potential": potential_config})
     state = serialization.to_state_dict(jax.tree_util.tree_map(np.asarray, params))
-    (directory / PARAMS_FILE).write_bytes(serialization.msgpack_serialize(state))
+    atomic_write_bytes(directory / PARAMS_FILE, serialization.msgpack_serialize(state))
     return directory
 
 
@@ -72,7 +75,13 @@ def load_params(directory, template):
     f = Path(directory) / PARAMS_FILE
     if not f.is_file():
         raise InputError(f"model directory {directory} has no {PARAMS_FILE}")
-    state = serialization.msgpack_restore(f.read_bytes())
+    try:
+        state = serialization.msgpack_restore(f.read_bytes())
+        if not isinstance(state, dict):
+            raise ValueError(f"holds a {type(state).__name__}, not a table of parameters")
+    except Exception as err:   # msgpack raises many kinds on truncated or foreign bytes
+        reason = (str(err).splitlines() or [""])[0] or type(err).__name__
+        raise InputError(f"{f} is not a readable parameter file (truncated or damaged: {reason})") from None
     try:
         params = serialization.from_state_dict(template, state)
     except (ValueError, KeyError, TypeError) as err:

@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 
 from .engines import Engine
+from .guards import block_start, row_extras, step_extras
 
 
 def make_block(engine: Engine, nbr_fns, cell, every: int, rows: int, write_beads: bool = False,
-               arrays: tuple = ()):
+               arrays: tuple = (), guards=None):
     """The jit-able block of ``every * rows`` steps that ``run_md`` compiles:
     ``block((state, nbr)) -> ((state, nbr), (rows of observables, frames))``.
     With ``arrays`` (names of ``Engine.frame_arrays``: ``"velocities"``,
@@ -25,8 +26,11 @@ def make_block(engine: Engine, nbr_fns, cell, every: int, rows: int, write_beads
     atom moved more than skin/2); observables are reduced on device once per
     row. As in OpenMM or i-PI, the potential energy is evaluated only where
     it is reported: the row's other steps compute forces alone, when the
-    engine allows it (``Engine.without_energy``). Benchmarks time this same
-    function."""
+    engine allows it (``Engine.without_energy``). With ``guards``
+    (:class:`jaxpot.simulate.guards.Guards`) each row also carries the guard
+    quantities (largest force over the row's steps, conserved quantity at
+    the block's start).
+    Benchmarks time this same function."""
     def one_step(carry, _, energy=True):
         state, nbr = carry
         if nbr_fns is not None:
@@ -35,23 +39,30 @@ def make_block(engine: Engine, nbr_fns, cell, every: int, rows: int, write_beads
         state = engine.step(state, nbr)
         if not energy:
             state = engine.without_energy(state)
-        return (state, nbr), None
+        return (state, nbr), step_extras(state, guards)
 
     forces_only = engine.without_energy is not None and every > 1
 
-    def one_row(carry, _):
+    def one_row(carry, _, start):
         if forces_only:
-            carry, _ = jax.lax.scan(functools.partial(one_step, energy=False), carry, None, length=every - 1)
-            carry, _ = one_step(carry, None)
+            carry, early = jax.lax.scan(functools.partial(one_step, energy=False), carry, None,
+                                        length=every - 1)
+            carry, last = one_step(carry, None)
+            per_step = (early, jax.tree_util.tree_map(lambda x: x[None], last))
         else:
-            carry, _ = jax.lax.scan(one_step, carry, None, length=every)
+            carry, per_step = jax.lax.scan(one_step, carry, None, length=every)
+            per_step = (per_step,)
         frame = engine.beads(carry[0]) if write_beads else engine.frame(carry[0])
         if arrays:
             frame = (frame, {name: engine.frame_arrays[name](carry[0]) for name in arrays})
-        return carry, (engine.observe(*carry), frame)
+        row = engine.observe(*carry)
+        if guards is not None:
+            row = {**row, **row_extras(per_step, start, guards)}
+        return carry, (row, frame)
 
     def block(carry):
-        return jax.lax.scan(one_row, carry, None, length=rows)
+        start = block_start(engine, *carry, guards)
+        return jax.lax.scan(functools.partial(one_row, start=start), carry, None, length=rows)
 
     return block
 

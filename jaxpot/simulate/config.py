@@ -67,6 +67,14 @@ MD_TABLE = Table("[md]", (
     Key("remove_com", bool, None, "", "remove the centre-of-mass motion (PIMD: of the centroid). Default: "
         "on for translation-invariant potentials with nve/nvt, off with pimd"),
     Key("min_distance", float, 0.5, "A", "refuse a starting structure with two atoms closer than this"),
+    Key("max_temperature_factor", float, 5.0, "", "stop when the temperature of a thermo row exceeds this "
+        "multiple of the target (nve: of the larger of the target and the starting temperature; below 20 "
+        "degrees of freedom, of that temperature times 20 / dof); 0 = off", check=non_negative),
+    Key("max_drift_eV_per_atom", float, 1.0, "eV/atom", "stop when the conserved quantity of a thermo row "
+        "differs from its value at the start of the block by more than this per atom; 0 = off",
+        check=non_negative),
+    Key("max_force_eV_per_A", float, 1000.0, "eV/A", "stop when a force on an atom (any bead) exceeds this "
+        "at any step; 0 = off", check=non_negative),
     Key("centroid_thermostat", bool, True, "", "PIMD: thermostat the centroid (false: TRPMD with PILE-L)"),
     Key("devices", int, 0, "", "PIMD: shard beads over this many devices (0 = all that divide beads)"),
     Key("bead_batch", int, 0, "", "PIMD: beads vmapped together per force call (0 = auto: 1 on CPU with a "
@@ -103,19 +111,27 @@ def _pimd_only(table: str, ensemble) -> dict:
             for k in PIMD_ONLY[table]}
 
 
-def resolve_config(config: dict) -> dict:
-    """Fill defaults and validate a run configuration (metal units); returns a
-    new dict. InputError naming the table and the key on any bad entry."""
-    config = copy.deepcopy(config)
-    unknown = sorted(set(config) - set(TOP_LEVEL))
+def resolve_structure(config: dict, top_level) -> dict:
+    """The checks every command that reads a structure and a potential shares:
+    top-level tables among ``top_level``, [system] and [potential] present,
+    exactly one of [system] file / build. Returns the resolved [system] table."""
+    unknown = sorted(set(config) - set(top_level))
     if unknown:
-        raise InputError(f"unknown key(s) in top level: {', '.join(unknown)} (allowed: {', '.join(TOP_LEVEL)})")
+        raise InputError(f"unknown key(s) in top level: {', '.join(unknown)} (allowed: {', '.join(top_level)})")
     for sect in ("system", "potential"):
         if sect not in config:
             raise InputError(f"configuration has no [{sect}] table")
     system = SYSTEM_TABLE.resolve(config["system"])
     if (system["file"] is None) == (system["build"] is None):
         raise InputError("[system] needs exactly one of 'file' or 'build'")
+    return system
+
+
+def resolve_config(config: dict) -> dict:
+    """Fill defaults and validate a run configuration (metal units); returns a
+    new dict. InputError naming the table and the key on any bad entry."""
+    config = copy.deepcopy(config)
+    system = resolve_structure(config, TOP_LEVEL)
     raw_md = config.get("md", {})
     ensemble = raw_md.get("ensemble", MD_DEFAULTS["ensemble"]) if isinstance(raw_md, dict) else None
     md = MD_TABLE.resolve(raw_md, inapplicable=_pimd_only("md", ensemble))

@@ -22,9 +22,10 @@ def thermo_columns(engine_columns, el_names) -> list:
     return ["step", "time_fs", *engine_columns] + [f"kinetic_energy_per_atom_{s}_eV" for s in el_names]
 
 
-def save_state(run_dir, carry, step, nbr, compile_seconds, run_seconds, steps_timed):
+def save_state(run_dir, carry, step, nbr, compile_seconds, run_seconds, steps_timed, **extra):
     """checkpoint.npz: the carry (state, neighbor list) at ``step`` with the
-    metadata a restart needs (list capacities, timings in s)."""
+    metadata a restart needs (list capacities, timings in s; ``extra``: more
+    JSON-able entries, such as the guards' reference temperature in K)."""
     meta = {"step": int(step), "compile_seconds": compile_seconds, "run_seconds": run_seconds,
             "steps_timed": steps_timed,
             # one heat convention since 2026-12: kinetic energy removed by the thermostat (PIMD stored
@@ -33,6 +34,7 @@ def save_state(run_dir, carry, step, nbr, compile_seconds, run_seconds, steps_ti
             "nbr_capacity": int(nbr.capacity) if nbr is not None else 0,
             "nbr_row_capacity": int(nbr.row_capacity) if nbr is not None else 0,
             "nbr_cell_capacity": int(nbr.cell_capacity) if nbr is not None else 0}
+    meta.update(extra)
     io.save_checkpoint(Path(run_dir) / io.CHECKPOINT, carry, meta)
 
 

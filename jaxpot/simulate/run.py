@@ -31,6 +31,8 @@ from .blocks import grow_neighbor_list, make_block, rows_per_block
 from .config import (config_to_save, load_atoms, neighbor_skin, resolve_config, saved_config,
                      starting_velocities)
 from .engines import classical_engine, pimd_engine
+from .guards import Guards, reference_temperature
+from .interrupt import InterruptGuard
 from .output import save_state, summarize, thermo_columns, write_frames, write_rows
 
 
@@ -105,6 +107,9 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
     state = engine.init(key, nbr)
     nbr = engine.place(nbr)
     start_step = 0
+    guard_ref = reference_temperature(md, getattr(state, "momenta", None), system.masses, n_dof,
+                                      saved=(meta or {}).get("guard_temperature_K"))
+    guards = Guards(md, guard_ref, system.n_atoms, n_dof * int(md["beads"]))
     if meta is not None:
         state, nbr = io.restore_like((state, nbr), leaves)
         if md["ensemble"] == "pimd" and not meta.get("heat_removed", False):
@@ -131,7 +136,8 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
 
     write_beads = bool(out["all_beads"]) and engine.beads is not None
     frame_arrays = tuple(k for k in ("velocities", "forces") if out[k])
-    block_jit = jax.jit(make_block(engine, nbr_fns, system.cell, every, rows, write_beads, frame_arrays))
+    block_jit = jax.jit(make_block(engine, nbr_fns, system.cell, every, rows, write_beads, frame_arrays,
+                                   guards=guards))
     t0 = time.perf_counter()
     compiled = block_jit.lower((state, nbr)).compile()
     compile_seconds = time.perf_counter() - t0
@@ -147,18 +153,22 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
     steps_timed = int(meta.get("steps_timed", 0)) if meta else 0
     step = start_step
     positions_atoms = to_ase(system)
+    # SIGINT / SIGTERM: Interrupted at the last checkpoint, never inside the writes of a block
+    stop = InterruptGuard(start_step, run_dir)
     try:
         while step < n_steps:
             t1 = time.perf_counter()
             new_carry, (block_rows, frames) = compiled((state, nbr))
             jax.block_until_ready(new_carry)
             elapsed = time.perf_counter() - t1
+            stop.hold()    # a signal now waits until rows, frames and the checkpoint are written
             if nbr_fns is not None and bool(new_carry[1].overflow):
                 # re-run this block from its start with a larger list
                 nbr = grow_neighbor_list(engine, nbr_fns, state, new_carry[1], system.cell)
                 t0 = time.perf_counter()
                 compiled = block_jit.lower((state, nbr)).compile()
                 compile_seconds += time.perf_counter() - t0
+                stop.release()
                 continue
             block_rows = {k: np.asarray(v) for k, v in block_rows.items()}
             frames, arrays = frames if frame_arrays else (frames, {})
@@ -167,6 +177,10 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
             steps_here = every * (np.arange(rows) + 1) + step
             good = np.isfinite(block_rows["potential_energy_eV"]) & np.isfinite(block_rows["conserved_eV"])
             n_good = int(np.argmin(good)) if not good.all() else rows
+            n_sane, reason = guards.first_trip(block_rows, steps_here)
+            if n_sane >= n_good:
+                reason = None    # a non-finite row comes first (or nothing tripped)
+            n_good = min(n_good, n_sane)
             write_rows(thermo, block_rows, steps_here, dt, el_names, engine.columns, n_good)
             if write_beads:
                 write_frames(run_dir / io.TRAJECTORY, positions_atoms, frames[:n_good].mean(axis=1),
@@ -177,7 +191,11 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
                 write_frames(run_dir / io.TRAJECTORY, positions_atoms, frames[:n_good], steps_here, dt,
                              {k: v[:n_good] for k, v in arrays.items()})
             if n_good < rows:
-                save_state(run_dir, (state, nbr), step, nbr, compile_seconds, run_seconds, steps_timed)
+                save_state(run_dir, (state, nbr), step, nbr, compile_seconds, run_seconds, steps_timed,
+                           guard_temperature_K=guard_ref)
+                if reason is not None:
+                    raise SimulationError(f"{reason}; rows, frames and a checkpoint at step {step} are kept "
+                                          f"in {run_dir} (0 turns the guard off)")
                 raise SimulationError(
                     f"non-finite energy at step {int(steps_here[n_good])} (last finite row at step "
                     f"{int(steps_here[n_good - 1]) if n_good else step}); rows, frames and a checkpoint "
@@ -186,12 +204,15 @@ def run_md(config: dict, *, overwrite: bool = False, restart: str | Path | None 
             step += every * rows
             run_seconds += elapsed
             steps_timed += every * rows
-            save_state(run_dir, (state, nbr), step, nbr, compile_seconds, run_seconds, steps_timed)
+            save_state(run_dir, (state, nbr), step, nbr, compile_seconds, run_seconds, steps_timed,
+                       guard_temperature_K=guard_ref)
+            stop.release(step)
             if bar is not None:
                 bar.update(every * rows)
                 bar.set_postfix(T=f"{block_rows['temperature_K'][-1]:.1f}K",
                                 U=f"{block_rows['potential_energy_eV'][-1]:.3f}eV")
     finally:
+        stop.restore()
         if bar is not None:
             bar.close()
 
