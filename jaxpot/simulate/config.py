@@ -68,8 +68,8 @@ MD_TABLE = Table("[md]", (
         "on for translation-invariant potentials with nve/nvt, off with pimd"),
     Key("min_distance", float, 0.5, "A", "refuse a starting structure with two atoms closer than this"),
     Key("max_temperature_factor", float, 5.0, "", "stop when the temperature of a thermo row exceeds this "
-        "multiple of the target (nve: of the larger of the target and the starting temperature; below 20 "
-        "degrees of freedom, of that temperature times 20 / dof); 0 = off", check=non_negative),
+        "multiple of the target (below 20 degrees of freedom, of the target times 20 / dof); nvt and pimd "
+        "only (nve runs are watched by the drift guard); 0 = off", check=non_negative),
     Key("max_drift_eV_per_atom", float, 1.0, "eV/atom", "stop when the conserved quantity of a thermo row "
         "differs from its value at the start of the block by more than this per atom; 0 = off",
         check=non_negative),
