@@ -130,9 +130,10 @@ def save_checkpoint(path, carry, meta: dict) -> None:
         np.savez(fh, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, required=("step",)):
     """(list of leaves, meta dict); InputError naming the file when it is
-    missing, truncated or not a jaxpot checkpoint."""
+    missing, truncated or not a jaxpot checkpoint (its metadata lacks one of
+    the ``required`` keys: ``step`` for MD, ``meta``/``history`` for training)."""
     if not Path(path).exists():
         raise InputError(f"no checkpoint in {Path(path).parent}")
     try:
@@ -140,8 +141,9 @@ def load_checkpoint(path):
             if "__meta__" not in z.files:
                 raise ValueError("no __meta__ entry")
             meta = json.loads(bytes(z["__meta__"]).decode())
-            if not isinstance(meta, dict) or "step" not in meta:
-                raise ValueError("metadata without 'step'")
+            missing = [k for k in required if not isinstance(meta, dict) or k not in meta]
+            if missing:
+                raise ValueError(f"metadata without {', '.join(map(repr, missing))}")
             leaves = [z[k] for k in sorted(k for k in z.files if k.startswith("leaf"))]
     except Exception as err:   # zipfile, zlib, numpy and json raise many kinds
         reason = (str(err).splitlines() or [""])[0] or type(err).__name__

@@ -108,7 +108,7 @@ def train(config: dict, *, overwrite: bool = False, restart: str | None = None, 
             raise InputError(f"{out_dir} is not a training directory (no train_config.toml)")
         raw = io.read_toml(out_dir / "train_config.toml")
         cfg = resolve_train_config(raw)
-        state_meta = io.load_checkpoint(out_dir / "checkpoint")
+        state_meta = io.load_checkpoint(out_dir / "checkpoint", required=("meta", "history"))
     else:
         raw = config
         cfg = resolve_train_config(config)
