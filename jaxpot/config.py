@@ -166,6 +166,13 @@ class Table:
             if key in data:
                 raise InputError(f"{self.name} {key} {reason}")
 
+    def check(self, data: dict, *, inapplicable: dict | None = None) -> None:
+        """:meth:`check_known`, then the type, choices and check of every given key;
+        nothing is filled in or converted (for factories that fill their own defaults)."""
+        self.check_known(data, inapplicable=inapplicable)
+        for name, value in data.items():
+            self._index[name].validate(value, self.name)
+
     def resolve(self, data: dict | None, *, inapplicable: dict | None = None) -> dict:
         """A new dict with every key of this table: the given values checked, defaults filled."""
         data = {} if data is None else data

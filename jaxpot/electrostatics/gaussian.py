@@ -220,10 +220,7 @@ def gaussian_electrostatics_from_config(config: dict, system, *, electronegativi
         raise InputError("gaussian_electrostatics: electronegativity_fn needs charge_model 'qeq'")
     config = dict(config)
     config.pop("kind", None)
-    keys = GAUSSIAN_ELECTROSTATICS_TABLE
-    keys.check_known(config)
-    for key, value in config.items():
-        keys[key].validate(value, keys.name)
+    GAUSSIAN_ELECTROSTATICS_TABLE.check(config)
     model = config.get("charge_model", GE_DEFAULTS["charge_model"])
     check_choice("charge_model", model, CHARGE_MODELS)
     charges_cfg = config.get("charges")

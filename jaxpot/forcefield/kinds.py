@@ -46,13 +46,6 @@ HARMONIC_TABLE = Table("[potential] kind = 'harmonic'", (
 ), doc="Atoms tethered to their starting positions (an external field).")
 
 
-def _check_table(table, config):
-    """InputError for an unknown or wrongly typed key of ``config`` (without "kind")."""
-    table.check_known(config)
-    for key, value in config.items():
-        table[key].validate(value, table.name)
-
-
 def _check_keys(kind, config, allowed):
     unknown = set(config) - set(allowed) - {"kind"}
     if unknown:
@@ -88,7 +81,7 @@ def lj_from_config(config: dict, system: System) -> Potential:
 
     config = dict(config)
     config.pop("kind", None)
-    _check_table(LJ_TABLE, config)
+    LJ_TABLE.check(config)
     z = np.asarray(system.species)
     present = sorted(set(int(x) for x in z))
     sym = [chemical_symbols[k] for k in present]
@@ -183,7 +176,7 @@ def harmonic_from_config(config: dict, system: System) -> Potential:
     Params: {"k": k} (trainable)."""
     config = dict(config)
     config.pop("kind", None)
-    _check_table(HARMONIC_TABLE, config)
+    HARMONIC_TABLE.check(config)
     if "k" not in config:
         raise InputError("potential kind 'harmonic' needs k (eV/A^2)")
     k = _check_number("harmonic k", config["k"])

@@ -251,9 +251,7 @@ def _from_config(model, kind, table=None):
     def factory(config: dict, system: System) -> Potential:
         tab = table if table is not None else _water_table(kind, kind)
         given = {k: v for k, v in config.items() if k != "kind"}
-        tab.check_known(given)
-        for key, value in given.items():
-            tab[key].validate(value, tab.name)
+        tab.check(given)
         override = dict(config.get("parameters") or {})
         bad = set(override) - (set(model) - {"bond"})
         if bad:
